@@ -1,0 +1,61 @@
+# paperlab: `make demo` and `make test` are all a fresh clone needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is pinned here (not in pyproject) to the build this workplace has on disk; override as
+#   make install TORCH_SPEC="torch torchvision"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+# Projects that take part in `make demo` / `make bench`, in order.
+DEMOS := maskcon
+BENCHES := maskcon
+
+export OMP_NUM_THREADS ?= 2
+export PYTHONWARNINGS ?= ignore::DeprecationWarning
+
+.PHONY: help install test test-full test-gpu lint demo bench \
+        $(addprefix demo-,$(DEMOS)) $(addprefix bench-,$(BENCHES)) \
+        reproduce-maskcon reproduce-dferclip reproduce-cgh reproduce-stylemask reproduce-hyperreenact
+
+help: ## List the targets
+	@echo "paperlab: five computer-vision papers on PyTorch Lightning"
+	@grep -E '^[a-zA-Z0-9_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-24s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install $(TORCH_SPEC)
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv and install paperlab editable with the dev extra
+
+test: $(VENV)/.installed ## Fast test suite (what CI runs)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-full: $(VENV)/.installed ## All CPU tests, including those marked slow
+	$(PY) -m pytest -q -m 'not gpu' $(PYTEST_ARGS)
+
+test-gpu: $(VENV)/.installed ## Tests that need a CUDA device (kernels against references)
+	$(PY) -m pytest -q -m 'gpu or cuda_build' $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed ## ruff check and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+demo: $(addprefix demo-,$(DEMOS)) ## Every project's demo, offline on CPU
+
+bench: $(addprefix bench-,$(BENCHES)) ## Every benchmark in benchmarks/
+
+demo-maskcon: $(VENV)/.installed ## MaskCon vs its baselines on the bundled digits (~10 min CPU)
+	$(PY) -m projects.maskcon.demo
+
+bench-maskcon: $(VENV)/.installed
+	$(PY) benchmarks/maskcon.py
+
+DATASET ?= cifartoy_goodsplit
+reproduce-maskcon: $(VENV)/.installed ## Train+test one MaskCon paper config: make reproduce-maskcon DATASET=cifar100
+	$(PY) -m projects.maskcon.reproduce --dataset $(DATASET)

@@ -1,0 +1,1 @@
+"""callbacks shared by paperlab projects."""

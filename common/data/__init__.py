@@ -1,0 +1,1 @@
+"""data shared by paperlab projects."""

@@ -1,0 +1,1 @@
+"""metrics shared by paperlab projects."""

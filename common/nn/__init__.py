@@ -1,0 +1,1 @@
+"""nn shared by paperlab projects."""

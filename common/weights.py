@@ -1,0 +1,140 @@
+"""Registry of the pretrained artifacts paperlab can use.
+
+Nothing is downloaded: each artifact names its file, the folder it is looked up in, where to get it,
+its licence, which projects use it, and its sha256 when known. ``resolve(name)`` returns the local
+path or raises ``MissingWeightsError`` with all of that in one message; an explicit local path is
+always accepted instead.
+
+The folder is ``$PAPERLAB_WEIGHTS`` when set, else ``./pretrained`` (relative to the working folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+WEIGHTS_ENV = "PAPERLAB_WEIGHTS"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One pretrained file: where it goes, where it comes from, who may use it."""
+
+    name: str
+    filename: str
+    source: str
+    licence: str
+    users: tuple[str, ...]
+    sha256: str | None = None
+    description: str = ""
+    subdir: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A pretrained file is absent; the message says where it goes and where to get it."""
+
+
+REGISTRY: dict[str, Artifact] = {}
+
+
+def register(artifact: Artifact) -> Artifact:
+    """Add an artifact to the registry (names are unique)."""
+    if artifact.name in REGISTRY and REGISTRY[artifact.name] != artifact:
+        raise ValueError(f"artifact {artifact.name!r} registered twice with different fields")
+    REGISTRY[artifact.name] = artifact
+    return artifact
+
+
+def weights_dir() -> Path:
+    """Folder where artifacts are looked up: ``$PAPERLAB_WEIGHTS`` or ``./pretrained``."""
+    return Path(os.environ.get(WEIGHTS_ENV, "pretrained"))
+
+
+def default_path(name: str) -> Path:
+    """Where the artifact ``name`` is expected on disk."""
+    art = _get(name)
+    return weights_dir() / art.subdir / art.filename
+
+
+def _get(name: str) -> Artifact:
+    if name not in REGISTRY:
+        known = ", ".join(sorted(REGISTRY)) or "(none)"
+        raise KeyError(f"unknown artifact {name!r}; known artifacts: {known}")
+    return REGISTRY[name]
+
+
+def describe(name: str) -> str:
+    """One paragraph naming the file, where it goes, where to get it, its licence and sha256."""
+    art = _get(name)
+    lines = [
+        f"{art.name}: {art.description}".rstrip(": "),
+        f"  file:    {default_path(name)}  (or pass a local path; folder set by ${WEIGHTS_ENV})",
+        f"  source:  {art.source}",
+        f"  licence: {art.licence}",
+        f"  sha256:  {art.sha256 or 'not published'}",
+        f"  used by: {', '.join(art.users)}",
+    ]
+    lines += [f"  note:    {n}" for n in art.notes]
+    return "\n".join(lines)
+
+
+def resolve(name: str, path: str | os.PathLike | None = None, check_hash: bool = False) -> Path:
+    """Local path of artifact ``name``: ``path`` if given, else the registry's default location.
+
+    Raises ``MissingWeightsError`` (one message: file, folder, source, licence, sha256) when absent,
+    and ``ValueError`` when ``check_hash`` is set and the sha256 differs.
+    """
+    art = _get(name)
+    candidate = Path(path) if path is not None else default_path(name)
+    if not candidate.is_file():
+        raise MissingWeightsError(f"missing pretrained file {candidate}\n{describe(name)}")
+    if check_hash and art.sha256:
+        digest = sha256sum(candidate)
+        if digest != art.sha256:
+            raise ValueError(f"{candidate}: sha256 {digest} differs from the registry's {art.sha256} for {name}")
+    return candidate
+
+
+def missing(names: list[str]) -> list[str]:
+    """Names among ``names`` whose default file is absent."""
+    return [n for n in names if not default_path(n).is_file()]
+
+
+def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Entries. Each area adds its artifacts in its own section below (register(Artifact(...))).
+# ---------------------------------------------------------------------------------------------
+
+# --- maskcon / cgh ----------------------------------------------------------------------------
+register(
+    Artifact(
+        name="resnet18_imagenet",
+        filename="resnet18-f37072fd.pth",
+        source="https://download.pytorch.org/models/resnet18-f37072fd.pth (torchvision IMAGENET1K_V1)",
+        licence="BSD-3-Clause (torchvision)",
+        users=("maskcon",),
+        sha256=None,
+        description="torchvision ResNet-18 ImageNet weights; MaskCon's official code starts from them",
+    )
+)
+
+# --- stylegan2 (common/stylegan2) -------------------------------------------------------------
+
+# --- face (common/face) -----------------------------------------------------------------------
+
+# --- dferclip ---------------------------------------------------------------------------------
+
+# --- stylemask --------------------------------------------------------------------------------
+
+# --- hyperreenact -----------------------------------------------------------------------------
