@@ -1,0 +1,1 @@
+"""Face networks shared by StyleMask and HyperReenact: detection/alignment, ArcFace, DECA + FLAME, LPIPS."""
