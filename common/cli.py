@@ -102,6 +102,15 @@ class PaperlabCLI(LightningCLI):
         trainer_cfg = cfg.get("trainer")
         if trainer_cfg is None:
             return
+        if trainer_cfg.get("enable_checkpointing") is False:
+            self.trainer_defaults["callbacks"] = [
+                c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ModelCheckpoint)
+            ]
+        if trainer_cfg.get("logger") is False:
+            self.trainer_defaults["callbacks"] = [
+                c for c in self.trainer_defaults["callbacks"] if not isinstance(c, LearningRateMonitor)
+            ]
+            return
         if trainer_cfg.get("logger") not in (None, True):
             return
         experiment = _experiment_name(cfg.get("config"))
