@@ -102,6 +102,10 @@ class PaperlabCLI(LightningCLI):
         trainer_cfg = cfg.get("trainer")
         if trainer_cfg is None:
             return
+        experiment = _experiment_name(cfg.get("config"))
+        if trainer_cfg.get("default_root_dir") is None:
+            # without a logger, checkpoints and the saved config land here instead of the working folder
+            trainer_cfg["default_root_dir"] = str(runs_root() / self.project / experiment)
         if trainer_cfg.get("enable_checkpointing") is False:
             self.trainer_defaults["callbacks"] = [
                 c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ModelCheckpoint)
@@ -113,7 +117,6 @@ class PaperlabCLI(LightningCLI):
             return
         if trainer_cfg.get("logger") not in (None, True):
             return
-        experiment = _experiment_name(cfg.get("config"))
         save_dir = str(runs_root() / self.project)
         if importlib.util.find_spec("tensorboard") is not None:
             logger_cls = "lightning.pytorch.loggers.TensorBoardLogger"

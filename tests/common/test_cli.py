@@ -71,8 +71,12 @@ def test_fit_writes_predictable_run_folder_and_reruns(tmp_path, capsys):
     assert "test/mse" in cli.trainer.callback_metrics
 
 
-def test_seed_makes_runs_identical(tmp_path):
+def test_seed_makes_runs_identical(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     args = ["fit", "--trainer.max_epochs=1", "--trainer.logger=false", "--trainer.enable_checkpointing=false"]
     w1 = _run(args + ["--seed_everything=3"]).model.net[0].weight.clone()
     w2 = _run(args + ["--seed_everything=3"]).model.net[0].weight.clone()
     torch.testing.assert_close(w1, w2)
+    # with no logger the saved config goes to the run folder, never to the working folder
+    assert not (tmp_path / "config.yaml").exists()
+    assert (tmp_path / "runs" / "toy" / "default" / "config.yaml").is_file()
