@@ -138,3 +138,15 @@ register(
 # --- stylemask --------------------------------------------------------------------------------
 
 # --- hyperreenact -----------------------------------------------------------------------------
+
+
+def _main() -> None:
+    """``python -m common.weights``: every artifact, and whether it is present."""
+    # the registries of the areas that add entries from their own modules
+    for name in sorted(REGISTRY):
+        state = "present" if default_path(name).is_file() else "missing"
+        print(f"[{state}] {describe(name)}\n")
+
+
+if __name__ == "__main__":
+    _main()
