@@ -142,7 +142,6 @@ register(
 
 def _main() -> None:
     """``python -m common.weights``: every artifact, and whether it is present."""
-    # the registries of the areas that add entries from their own modules
     for name in sorted(REGISTRY):
         state = "present" if default_path(name).is_file() else "missing"
         print(f"[{state}] {describe(name)}\n")
