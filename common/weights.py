@@ -132,6 +132,113 @@ register(
 # --- stylegan2 (common/stylegan2) -------------------------------------------------------------
 
 # --- face (common/face) -----------------------------------------------------------------------
+_FACE_NOTE = "the rest of common/face runs without it (tests use random weights)"
+register(
+    Artifact(
+        name="arcface_ir_se50",
+        filename="model_ir_se50.pth",
+        subdir="face",
+        source="TreB1eN/InsightFace_Pytorch (IR-SE50 @ BNeck); the copy pSp/e4e/StyleMask link: Google Drive id "
+        "1s5pWag4AwqQyhue6HH-M_f2WDV4IVZEl. HyperReenact's insight_face.pth (Drive 1F3wrQALEOd1Vku8ArJ_Gn4T6U3IX7Pz7) "
+        "has the same keys: pass its path",
+        licence="code MIT (TreB1eN); weights trained on MS1M: research use only",
+        users=("stylemask", "hyperreenact", "stylegan2"),
+        description="ArcFace IR-SE-50 identity network (plain state dict, loads strictly into common.face.irse.Backbone)",
+        notes=("without it: identity loss, CSIM and HyperReenact's appearance features need a path; " + _FACE_NOTE,),
+    )
+)
+register(
+    Artifact(
+        name="deca_model",
+        filename="deca_model.tar",
+        subdir="face",
+        source="DECA (yfeng95/DECA) data: the deca_model.tar from the DECA README (StyleMask README Drive id "
+        "1BHVJAEXscaXMj_p2rOsHYF_vaRRRHQbA, data.tar.gz); only the 'E_flame' entry is read",
+        licence="DECA licence (Max Planck): non-commercial scientific research only",
+        users=("stylemask", "hyperreenact"),
+        description="DECA coarse encoder (ResNet-50 -> 236 FLAME parameters), torch checkpoint with E_flame/E_detail/D_detail",
+        notes=("without it: shape/expression/pose losses, pose and expression metrics need a path; " + _FACE_NOTE,),
+    )
+)
+register(
+    Artifact(
+        name="flame_generic_model",
+        filename="generic_model.pkl",
+        subdir="face",
+        source="FLAME 2020 from https://flame.is.tue.mpg.de (registration and licence agreement required; "
+        "not redistributable), also inside DECA's data.tar.gz",
+        licence="FLAME model licence (Max Planck): RESTRICTIVE: non-commercial research only, registration "
+        "required, no redistribution; read it before use",
+        users=("stylemask", "hyperreenact"),
+        description="FLAME head model (chumpy pickle); read without chumpy by common.face.flame.load_flame_model",
+        notes=(
+            "without it: FLAME vertices/landmarks (StyleMask shape, eye and mouth losses) are unavailable; "
+            + _FACE_NOTE,
+        ),
+    )
+)
+register(
+    Artifact(
+        name="flame_landmark_embedding",
+        filename="landmark_embedding.npy",
+        subdir="face",
+        source="DECA repository data/landmark_embedding.npy (yfeng95/DECA), also in DECA's data.tar.gz",
+        licence="DECA licence (Max Planck): non-commercial scientific research only",
+        users=("stylemask", "hyperreenact"),
+        description="FLAME 68-landmark embedding (pickled dict in .npy), read through a restricted unpickler",
+        notes=("without it: FLAME landmarks (eye/mouth losses) are unavailable",),
+    )
+)
+register(
+    Artifact(
+        name="lpips_alexnet_backbone",
+        filename="alexnet-owt-7be5be79.pth",
+        subdir="face",
+        source="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth (torchvision AlexNet IMAGENET1K_V1; "
+        "the 8 hex digits in the name are the start of its sha256)",
+        licence="BSD-3-Clause (torchvision)",
+        users=("stylemask", "hyperreenact"),
+        description="LPIPS(alex) trunk; the linear heads ship in the lpips wheel",
+        notes=("without it: LPIPS needs a path (tests use a random trunk)",),
+    )
+)
+register(
+    Artifact(
+        name="lpips_vgg16_backbone",
+        filename="vgg16-397923af.pth",
+        subdir="face",
+        source="https://download.pytorch.org/models/vgg16-397923af.pth (torchvision VGG16 IMAGENET1K_V1)",
+        licence="BSD-3-Clause (torchvision)",
+        users=("stylemask", "hyperreenact"),
+        description="LPIPS(vgg) trunk; the linear heads ship in the lpips wheel",
+        notes=("only for LPIPS(net='vgg')",),
+    )
+)
+register(
+    Artifact(
+        name="fid_inception",
+        filename="weights-inception-2015-12-05-6726825d.pth",
+        subdir="face",
+        source="https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+        "weights-inception-2015-12-05-6726825d.pth (the TF FID Inception as torch-fidelity and torchmetrics use it)",
+        licence="Apache-2.0 (torch-fidelity; TF Inception weights)",
+        users=("stylemask", "hyperreenact"),
+        description="Inception-v3 (2015-12-05) feature extractor for FID",
+        notes=("without it: FID is unavailable; every other metric works",),
+    )
+)
+register(
+    Artifact(
+        name="facenet_vggface2",
+        filename="20180402-114759-vggface2.pt",
+        subdir="face",
+        source="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+        licence="MIT (facenet-pytorch); weights trained on VGGFace2: research use",
+        users=("stylemask", "hyperreenact"),
+        description="facenet-pytorch InceptionResnetV1 (VGGFace2), an alternative identity network",
+        notes=("optional; ArcFace is the default identity network",),
+    )
+)
 
 # --- dferclip ---------------------------------------------------------------------------------
 
