@@ -1,0 +1,156 @@
+"""StyleMask's losses as pure functions (official ``libs/criteria/losses.py``, ``id_loss.py``, ``trainer.py``).
+
+Total loss of one step (official defaults):
+    L = lambda_shape * (L_vertex + L_eye + L_mouth) + lambda_id * L_id [+ lambda_per * LPIPS]
+      + the same terms for the recurrent cycle (on by default): I1 = mix(s_s, s_t'), I2 = mix(s_r, s_t'),
+        both against (source shape, t' expression, t' pose) and both with identity against I_s,
+        plus lambda_per * LPIPS(I1, I2).
+Ground truth 3D coefficients: shape from the source, expression and (6-d) pose from the target; the camera is
+replaced by [8, 0, 0] for both sides so the comparison ignores position and scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+EYE_PAIRS: tuple[tuple[int, int], ...] = ((36, 39), (37, 41), (38, 40), (42, 45), (43, 47), (44, 46))
+MOUTH_PAIRS: tuple[tuple[int, int], ...] = (
+    (48, 54),
+    (49, 59),
+    (50, 58),
+    (51, 57),
+    (52, 56),
+    (53, 55),
+    (60, 64),
+    (61, 67),
+    (62, 66),
+    (63, 65),
+)
+FIXED_CAM = (8.0, 0.0, 0.0)
+
+
+def vertex_loss(verts_gt: Tensor, verts_r: Tensor) -> Tensor:
+    """L1 between projected FLAME vertices ``[B, V, 3]``: mean over B x V x 3 (scalar)."""
+    if verts_gt.shape != verts_r.shape:
+        raise ValueError(f"vertex shapes differ: {tuple(verts_gt.shape)} vs {tuple(verts_r.shape)}")
+    return (verts_gt - verts_r).abs().mean()
+
+
+def landmark_pair_loss(lm_gt: Tensor, lm_r: Tensor, pairs: Sequence[tuple[int, int]]) -> Tensor:
+    """Mean over ``pairs`` of L1(|l_a - l_b|_gt, |l_a - l_b|_r); landmarks ``[B, 68, D]``, per-axis distances.
+
+    Each pair's term is a mean over B x D, as the official ``L1Loss`` on ``abs(l[:, a] - l[:, b])``.
+    """
+    if lm_gt.shape != lm_r.shape:
+        raise ValueError(f"landmark shapes differ: {tuple(lm_gt.shape)} vs {tuple(lm_r.shape)}")
+    a = torch.tensor([p[0] for p in pairs], device=lm_gt.device)
+    b = torch.tensor([p[1] for p in pairs], device=lm_gt.device)
+    d_gt = (lm_gt[:, a] - lm_gt[:, b]).abs()
+    d_r = (lm_r[:, a] - lm_r[:, b]).abs()
+    return (d_gt - d_r).abs().mean()
+
+
+def eye_loss(lm_gt: Tensor, lm_r: Tensor) -> Tensor:
+    """Eye-opening term over the 6 eyelid pairs of the 68-point layout (``[B,68,D]`` -> scalar)."""
+    return landmark_pair_loss(lm_gt, lm_r, EYE_PAIRS)
+
+
+def mouth_loss(lm_gt: Tensor, lm_r: Tensor) -> Tensor:
+    """Mouth term over the 10 lip pairs of the 68-point layout (``[B,68,D]`` -> scalar)."""
+    return landmark_pair_loss(lm_gt, lm_r, MOUTH_PAIRS)
+
+
+def identity_loss(emb_r: Tensor, emb_s: Tensor) -> Tensor:
+    """``mean_b (1 - <e_r, e_s>)`` on L2-normalised identity embeddings ``[B, D]`` (official IDLoss)."""
+    return (1.0 - (emb_r * emb_s).sum(dim=1)).mean()
+
+
+def cosine_similarity(emb_a: Tensor, emb_b: Tensor) -> Tensor:
+    """Per-pair cosine ``[B]`` of embeddings ``[B, D]`` (normalised here, so raw features are fine too)."""
+    a = emb_a / emb_a.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    b = emb_b / emb_b.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return (a * b).sum(dim=1)
+
+
+def orthographic_deca(points: Tensor, cam: Tensor, image_size: int = 224) -> Tensor:
+    """DECA's ``decode`` projection: ``s * (X[:, :, :2] + t)``, z kept and scaled, y and z flipped, to pixels.
+
+    points ``[B, N, 3]``, cam ``[B, 3]`` = (s, tx, ty) -> ``[B, N, 3]`` in pixel units of an ``image_size`` crop.
+    """
+    xy = points[..., :2] + cam[:, None, 1:]
+    proj = cam[:, None, :1] * torch.cat([xy, points[..., 2:]], dim=-1)
+    flip = torch.tensor([1.0, -1.0, -1.0], device=points.device, dtype=points.dtype)
+    return proj * flip * (image_size / 2) + image_size / 2
+
+
+FlameFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def shape_terms(
+    flame: FlameFn,
+    gt: dict[str, Tensor],
+    reenacted: dict[str, Tensor],
+    image_size: int = 224,
+) -> dict[str, Tensor]:
+    """The three 3D terms for one reenactment: ``{'shape', 'eye', 'mouth'}`` (unweighted scalars).
+
+    ``flame(shape [B,S], exp [B,E], pose [B,6]) -> (vertices [B,V,3], landmarks68 [B,68,3])``. ``gt`` and
+    ``reenacted`` hold ``shape``, ``exp``, ``pose`` (gt = source shape, target exp and pose). Both use the
+    fixed camera [8,0,0] (a new tensor: nothing is modified in place, unlike the official code).
+    """
+    b = gt["shape"].shape[0]
+    cam = torch.tensor(FIXED_CAM, device=gt["shape"].device, dtype=gt["shape"].dtype).expand(b, 3)
+    v_gt, l_gt = flame(gt["shape"], gt["exp"], gt["pose"])
+    v_r, l_r = flame(reenacted["shape"], reenacted["exp"], reenacted["pose"])
+    v_gt, v_r = orthographic_deca(v_gt, cam, image_size), orthographic_deca(v_r, cam, image_size)
+    l_gt, l_r = orthographic_deca(l_gt, cam, image_size)[..., :2], orthographic_deca(l_r, cam, image_size)[..., :2]
+    return {"shape": vertex_loss(v_gt, v_r), "eye": eye_loss(l_gt, l_r), "mouth": mouth_loss(l_gt, l_r)}
+
+
+def ground_truth(source: dict[str, Tensor], target: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Ground-truth coefficients of a reenactment: source shape, target expression, target 6-d pose (jaw included)."""
+    return {"shape": source["shape"], "exp": target["exp"], "pose": target["pose"]}
+
+
+def reenactment_loss(
+    flame: FlameFn,
+    source: dict[str, Tensor],
+    target: dict[str, Tensor],
+    reenacted: dict[str, Tensor],
+    emb_source: Tensor,
+    emb_reenacted: Tensor,
+    lambda_shape: float = 1.0,
+    lambda_identity: float = 10.0,
+    image_size: int = 224,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Weighted loss of one reenactment (no LPIPS): ``(scalar, dict of weighted terms)``.
+
+    ``source``/``target``/``reenacted``: 3D coefficient dicts (``shape [B,S]``, ``exp [B,E]``, ``pose [B,6]``)
+    estimated from the three images; ``emb_*``: ``[B, D]`` normalised identity embeddings.
+    """
+    terms: dict[str, Tensor] = {}
+    total = emb_source.new_zeros(())
+    if lambda_shape != 0:
+        t = shape_terms(flame, ground_truth(source, target), reenacted, image_size)
+        for k, v in t.items():
+            terms[k] = lambda_shape * v
+            total = total + terms[k]
+    if lambda_identity != 0:
+        terms["identity"] = lambda_identity * identity_loss(emb_reenacted, emb_source.detach())
+        total = total + terms["identity"]
+    return total, terms
+
+
+def lpips_term(lpips_fn: Callable[[Tensor, Tensor], Tensor], img_a: Tensor, img_b: Tensor) -> Tensor:
+    """Mean LPIPS of two image batches in [-1, 1] (the official code fed [0, 255]: fixed here).
+
+    Raises when the inputs are clearly outside [-1, 1] (e.g. 0-255 images).
+    """
+    lo = min(float(img_a.min()), float(img_b.min()))
+    hi = max(float(img_a.max()), float(img_b.max()))
+    if lo < -1.5 or hi > 1.5:
+        raise ValueError(f"LPIPS expects images in [-1, 1]; got values in [{lo:.2f}, {hi:.2f}]")
+    return lpips_fn(img_a, img_b).mean()
