@@ -1,0 +1,76 @@
+"""Loading third-party checkpoints safely and strictly (``torch.load(weights_only=True)``, named errors)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["CheckpointError", "load_checkpoint", "load_state_dict_strict", "strip_prefix"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable or does not match the model; the message names the file and the keys."""
+
+
+def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> object:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with an error that names the file.
+
+    Files that need arbitrary code to unpickle are refused (the weights-only unpickler), never executed.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} not found: {p}")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError (truncated zip), EOFError, ...
+        raise CheckpointError(f"{p}: cannot read {what} with torch.load(weights_only=True): {e}") from e
+
+
+def strip_prefix(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """Keys starting with ``prefix`` with it removed (e.g. ``"encoder."`` or ``"module."``); others dropped."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def load_state_dict_strict(
+    module: nn.Module,
+    state: Mapping[str, Tensor],
+    source: str | os.PathLike,
+    optional: Iterable[str] = ("num_batches_tracked",),
+) -> None:
+    """Load ``state`` into ``module`` requiring every key and shape to match.
+
+    Keys of the module ending with one of ``optional`` may be absent (old checkpoints lack BatchNorm's
+    ``num_batches_tracked``). Raises ``CheckpointError`` listing missing, unexpected and mis-shaped keys.
+    """
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{source}: expected a state dict (mapping of tensors), got {type(state).__name__}")
+    own = module.state_dict()
+    optional = tuple(optional)
+    missing = [k for k in own if k not in state and not k.endswith(optional)]
+    unexpected = [k for k in state if k not in own]
+    bad_type = [k for k, v in state.items() if k in own and not isinstance(v, Tensor)]
+    shapes = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and isinstance(v, Tensor) and v.shape != own[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys: {_short(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys: {_short(unexpected)}")
+    if bad_type:
+        problems.append(f"non-tensor values: {_short(bad_type)}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches: {_short(shapes)}")
+    if problems:
+        raise CheckpointError(f"{source}: does not match {type(module).__name__}: " + "; ".join(problems))
+    module.load_state_dict({k: v for k, v in state.items()}, strict=False)
+
+
+def _short(items: list[str], n: int = 6) -> str:
+    return ", ".join(items[:n]) + (f", ... (+{len(items) - n})" if len(items) > n else "")
