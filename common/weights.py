@@ -130,6 +130,48 @@ register(
 )
 
 # --- stylegan2 (common/stylegan2) -------------------------------------------------------------
+_SG2_NOTE = (
+    "StyleMask and HyperReenact register the copies their READMEs link (stylemask_*, hyperreenact_*); "
+    "all load with common.stylegan2"
+)
+register(
+    Artifact(
+        name="stylegan2_ffhq_config_f",
+        filename="stylegan2-ffhq-config-f.pt",
+        subdir="stylegan2",
+        source="rosinality/stylegan2-pytorch README (Google Drive link there), or NVIDIA's stylegan2-ffhq-config-f.pkl "
+        "converted with rosinality's convert_weight.py ({'g_ema', 'latent_avg'})",
+        licence="NVIDIA Source Code License-NC (non-commercial)",
+        users=("stylemask", "stylegan2"),
+        description="StyleGAN2 FFHQ 1024 px config-f (channel_multiplier 2); common.stylegan2.load_generator",
+        notes=(_SG2_NOTE,),
+    )
+)
+register(
+    Artifact(
+        name="e4e_ffhq_encode",
+        filename="e4e_ffhq_encode.pt",
+        subdir="stylegan2",
+        source="omertov/encoder4editing README, 'FFHQ Inversion' (Google Drive link there)",
+        licence="MIT (encoder4editing); the embedded decoder is NVIDIA Source Code License-NC",
+        users=("stylemask", "stylegan2"),
+        description="e4e FFHQ encoder, 18 styles ({'state_dict': encoder.*/decoder.*, 'opts', 'latent_avg'}); "
+        "common.stylegan2.load_e4e",
+        notes=(_SG2_NOTE,),
+    )
+)
+register(
+    Artifact(
+        name="psp_ffhq_encode",
+        filename="psp_ffhq_encode.pt",
+        subdir="stylegan2",
+        source="eladrich/pixel2style2pixel README, 'StyleGAN Inversion' (Google Drive link there)",
+        licence="MIT (pixel2style2pixel); the embedded decoder is NVIDIA Source Code License-NC",
+        users=("stylegan2",),
+        description="pSp GradualStyleEncoder FFHQ encoder, 18 styles; common.stylegan2.load_psp",
+        notes=("optional: an alternative inversion encoder to e4e",),
+    )
+)
 
 # --- face (common/face) -----------------------------------------------------------------------
 _FACE_NOTE = "the rest of common/face runs without it (tests use random weights)"
@@ -276,6 +318,51 @@ register(
 )
 
 # --- hyperreenact -----------------------------------------------------------------------------
+_HR_SRC = "StelaBou/HyperReenact README (Google Drive), placed in the official ./pretrained_models/"
+register(
+    Artifact(
+        name="hyperreenact_stylegan2_voxceleb",
+        filename="stylegan-voxceleb.pt",
+        subdir="hyperreenact",
+        source=_HR_SRC + "; Drive id 1cBwIFwq6cYIA5iR8tEvj6BIL7Ji7azIH",
+        licence="see StelaBou/HyperReenact (research code; VoxCeleb-trained weights: research use)",
+        users=("hyperreenact",),
+        description="StyleGAN2 256 px, channel_multiplier 1, trained on VoxCeleb1 (rosinality format, key g_ema)",
+    )
+)
+register(
+    Artifact(
+        name="hyperreenact_e4e_voxceleb",
+        filename="e4e-voxceleb.pt",
+        subdir="hyperreenact",
+        source=_HR_SRC + "; Drive id 1TRATaREBi4VCMITUZV0ZO2XFU3YZKGlQ",
+        licence="see StelaBou/HyperReenact (research use)",
+        users=("hyperreenact",),
+        description="e4e IR-SE-50 encoder for the VoxCeleb generator (key 'e', 14 styles, no latent_avg added)",
+    )
+)
+register(
+    Artifact(
+        name="hyperreenact_hypernetwork",
+        filename="hypernetwork.pt",
+        subdir="hyperreenact",
+        source=_HR_SRC + "; Drive id 1BUp6S3Wf2SeM3a-b_7mkKZyaXAxKhLrI",
+        licence="see StelaBou/HyperReenact (research use)",
+        users=("hyperreenact",),
+        description="HyperReenact hypernetwork (keys hypernet.*, about 302.6M parameters, 1.2 GB)",
+    )
+)
+register(
+    Artifact(
+        name="hyperreenact_arcface",
+        filename="insight_face.pth",
+        subdir="hyperreenact",
+        source=_HR_SRC + "; Drive id 1F3wrQALEOd1Vku8ArJ_Gn4T6U3IX7Pz7 (same keys as model_ir_se50.pth)",
+        licence="code MIT (TreB1eN); weights trained on MS1M: research use only",
+        users=("hyperreenact",),
+        description="ArcFace IR-SE-50 HyperReenact ships (appearance features, identity loss, CSIM)",
+    )
+)
 
 
 def _main() -> None:

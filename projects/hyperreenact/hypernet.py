@@ -202,6 +202,8 @@ class HypernetworkBlocks(nn.Module):
         shared_inner, refine_inner: hidden widths of the two head kinds (128 and 256 officially).
         head_channels: output width of every head (512 officially); z_dim: code size of the shared hypernet.
         layers_to_tune: official indices that get offsets (default: every non-ToRGB layer).
+        shared_layers: official indices that use the shared hypernet (default: the tuned layers with
+            in = out = ``shared_channels`` and the common kernel size, i.e. 0, 2, 3, 5, 6, 8, 9 at 256 px).
         combine: ``"matmul"`` (official) or ``"elementwise"`` (the paper's figure).
     """
 
@@ -217,6 +219,7 @@ class HypernetworkBlocks(nn.Module):
         z_dim: int = 512,
         layers_to_tune: Sequence[int] | None = None,
         combine: str = "matmul",
+        shared_layers: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.layer_table = list(layer_table)
@@ -236,7 +239,10 @@ class HypernetworkBlocks(nn.Module):
             block: nn.Module | None = None
             if i in self.layers_to_tune:
                 assert shape is not None
-                if shape.in_channels == shape.out_channels == shared_channels and shape.kernel == kernel:
+                fits = shape.in_channels == shape.out_channels == shared_channels and shape.kernel == kernel
+                if shared_layers is not None and i in shared_layers and not fits:
+                    raise ValueError(f"layer {i} {shape} cannot use the shared {shared_channels}-channel hypernet")
+                if fits if shared_layers is None else i in shared_layers:
                     block = HyperRefinementBlock(
                         self.shared_weight_hypernet, feature_channels, shared_inner, head_channels
                     )
