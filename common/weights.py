@@ -172,48 +172,6 @@ register(
         notes=("optional: an alternative inversion encoder to e4e",),
     )
 )
-_SG2_NOTE = (
-    "StyleMask and HyperReenact register the copies their READMEs link (stylemask_*, hyperreenact_*); "
-    "all load with common.stylegan2"
-)
-register(
-    Artifact(
-        name="stylegan2_ffhq_config_f",
-        filename="stylegan2-ffhq-config-f.pt",
-        subdir="stylegan2",
-        source="rosinality/stylegan2-pytorch README (Google Drive link there), or NVIDIA's stylegan2-ffhq-config-f.pkl "
-        "converted with rosinality's convert_weight.py ({'g_ema', 'latent_avg'})",
-        licence="NVIDIA Source Code License-NC (non-commercial)",
-        users=("stylemask", "stylegan2"),
-        description="StyleGAN2 FFHQ 1024 px config-f (channel_multiplier 2); common.stylegan2.load_generator",
-        notes=(_SG2_NOTE,),
-    )
-)
-register(
-    Artifact(
-        name="e4e_ffhq_encode",
-        filename="e4e_ffhq_encode.pt",
-        subdir="stylegan2",
-        source="omertov/encoder4editing README, 'FFHQ Inversion' (Google Drive link there)",
-        licence="MIT (encoder4editing); the embedded decoder is NVIDIA Source Code License-NC",
-        users=("stylemask", "stylegan2"),
-        description="e4e FFHQ encoder, 18 styles ({'state_dict': encoder.*/decoder.*, 'opts', 'latent_avg'}); "
-        "common.stylegan2.load_e4e",
-        notes=(_SG2_NOTE,),
-    )
-)
-register(
-    Artifact(
-        name="psp_ffhq_encode",
-        filename="psp_ffhq_encode.pt",
-        subdir="stylegan2",
-        source="eladrich/pixel2style2pixel README, 'StyleGAN Inversion' (Google Drive link there)",
-        licence="MIT (pixel2style2pixel); the embedded decoder is NVIDIA Source Code License-NC",
-        users=("stylegan2",),
-        description="pSp GradualStyleEncoder FFHQ encoder, 18 styles; common.stylegan2.load_psp",
-        notes=("optional: an alternative inversion encoder to e4e",),
-    )
-)
 
 # --- face (common/face) -----------------------------------------------------------------------
 _FACE_NOTE = "the rest of common/face runs without it (tests use random weights)"
