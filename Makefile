@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 # Projects that take part in `make demo` / `make bench`, in order.
 DEMOS := maskcon
-BENCHES := maskcon
+BENCHES := maskcon generator
 
 export OMP_NUM_THREADS ?= 2
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
@@ -55,6 +55,9 @@ demo-maskcon: $(VENV)/.installed ## MaskCon vs its baselines on the bundled digi
 
 bench-maskcon: $(VENV)/.installed
 	$(PY) benchmarks/maskcon.py
+
+bench-generator: $(VENV)/.installed ## StyleGAN2 generator img/s, memory, FLOP/s (CPU 256 px; 1024 px on a GPU)
+	$(PY) benchmarks/generator.py
 
 DATASET ?= cifartoy_goodsplit
 reproduce-maskcon: $(VENV)/.installed ## Train+test one MaskCon paper config: make reproduce-maskcon DATASET=cifar100
