@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from common.face.checkpoint import CheckpointError, load_checkpoint, load_state_dict_strict
 from common.weights import resolve
 
-__all__ = ["DECA_PARAM_SIZES", "DECAEncoder", "load_deca_encoder", "split_deca_params"]
+__all__ = ["DECA_PARAM_SIZES", "DECAEncoder", "estimate_deca", "load_deca_encoder", "split_deca_params"]
 
 DECA_PARAM_SIZES: dict[str, int] = {"shape": 100, "tex": 50, "exp": 50, "pose": 6, "cam": 3, "light": 27}
 NUM_DECA_PARAMS = sum(DECA_PARAM_SIZES.values())  # 236
@@ -95,3 +95,30 @@ def load_deca_encoder(path: str | os.PathLike | None = None, freeze: bool = True
         for q in net.parameters():
             q.requires_grad_(False)
     return net
+
+
+def estimate_deca(
+    encoder: DECAEncoder,
+    images: Tensor,
+    landmarks: Tensor | None = None,
+    boxes: Tensor | None = None,
+    input_range: str = "[-1,1]",
+) -> dict[str, Tensor]:
+    """DECA parameters of full images, as StyleMask's ``extract_DECA_params`` (crop, encode, Euler angles).
+
+    ``images [B,3,H,W]`` in [-1,1] (or [0,1] with ``input_range="[0,1]"``); the face of each image given
+    by 68 landmarks ``[B,68,2]`` or detector boxes ``[B,4]`` (see ``deca_crop``). Returns the parameter
+    dict plus ``euler [B,3]`` (yaw, pitch, roll degrees) and ``crop [B,3,224,224]``. Differentiable in the
+    images. Images without a face must be filtered out by the caller (the official code fed zeros onward).
+    """
+    from common.face.align import deca_crop
+    from common.face.flame import axis_angle_to_euler
+
+    if input_range not in ("[-1,1]", "[0,1]"):
+        raise ValueError(f"input_range must be '[-1,1]' or '[0,1]', got {input_range!r}")
+    x = (images + 1) / 2 if input_range == "[-1,1]" else images
+    crop = deca_crop(x, landmarks=landmarks, boxes=boxes, size=224)
+    out = encoder(crop)
+    out["euler"] = axis_angle_to_euler(out["pose"][:, :3])
+    out["crop"] = crop
+    return out

@@ -28,6 +28,7 @@ __all__ = [
     "FLAMEFormatError",
     "axis_angle_to_euler",
     "batch_rodrigues",
+    "decode_deca",
     "euler_to_rotation_matrix",
     "load_flame_model",
     "load_landmark_embedding",
@@ -364,3 +365,26 @@ def to_image_space(projected: Tensor, image_size: int = 224) -> Tensor:
     """DECA's decode: flip y and z of projected points, then ``* size/2 + size/2`` (pixels of the 224 crop)."""
     flipped = torch.cat([projected[..., :1], -projected[..., 1:]], -1)
     return flipped * (image_size / 2) + image_size / 2
+
+
+def decode_deca(
+    flame: FLAME,
+    shape: Tensor,
+    expression: Tensor,
+    pose: Tensor,
+    cam: Tensor,
+    image_size: int = 224,
+) -> dict[str, Tensor]:
+    """DECA's ``decode`` as StyleMask calls it: FLAME, orthographic camera, image space of the 224 crop.
+
+    Returns ``vertices [B,V,3]`` (model space), ``trans_verts [B,V,3]`` (projected, y/z flipped, pixels),
+    ``landmarks2d [B,68,2]`` and ``landmarks3d [B,68,3]`` (pixels). StyleMask's losses fix ``cam`` to
+    ``[8, 0, 0]`` for both sides of a comparison: pass that explicitly.
+    """
+    verts, lmk = flame(shape, expression, pose)
+    return {
+        "vertices": verts,
+        "trans_verts": to_image_space(orthographic_project(verts, cam), image_size),
+        "landmarks2d": to_image_space(orthographic_project(lmk, cam), image_size)[..., :2],
+        "landmarks3d": to_image_space(orthographic_project(flame.landmarks3d(verts), cam), image_size),
+    }

@@ -7,7 +7,8 @@ import torch
 
 from common.face.align import deca_crop
 from common.face.checkpoint import CheckpointError
-from common.face.deca import DECA_PARAM_SIZES, DECAEncoder, load_deca_encoder, split_deca_params
+from common.face.deca import DECA_PARAM_SIZES, DECAEncoder, estimate_deca, load_deca_encoder, split_deca_params
+from common.face.flame import axis_angle_to_euler
 from common.weights import MissingWeightsError
 
 
@@ -55,12 +56,14 @@ def test_load_strict_outputs_and_gradient(encoder_and_file, tmp_path):
     torch.manual_seed(1)
     img = torch.rand(1, 3, 256, 256, requires_grad=True)
     lm = torch.tensor([[[70.0, 80.0], [180.0, 80.0], [125.0, 200.0]]])
-    crop = deca_crop(img, landmarks=lm)
-    out = enc(crop)
+    out = estimate_deca(enc, img * 2 - 1, landmarks=lm)  # [-1,1] input, as StyleMask's images
     with torch.no_grad():
+        crop = deca_crop(img, landmarks=lm)
         expect = ref(crop)
+    assert torch.allclose(out["crop"], crop, atol=1e-6)
     for k in DECA_PARAM_SIZES:
         assert torch.allclose(out[k], expect[k], atol=1e-4), k
+    assert torch.allclose(out["euler"], axis_angle_to_euler(expect["pose"][:, :3]), atol=1e-3)
     assert enc.features(crop).shape == (1, 2048, 7, 7)
     (out["exp"].sum() + out["pose"].sum()).backward()
     assert img.grad is not None and img.grad.abs().sum() > 0

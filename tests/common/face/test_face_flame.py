@@ -18,6 +18,7 @@ from common.face.flame import (
     FLAME,
     FLAMEFormatError,
     axis_angle_to_euler,
+    decode_deca,
     euler_to_rotation_matrix,
     load_flame_model,
     load_landmark_embedding,
@@ -301,3 +302,20 @@ def test_orthographic_camera():
     assert torch.allclose(proj, torch.tensor([[[3.0, 2.0, 6.0]]]))
     img = to_image_space(proj, 224)
     assert torch.allclose(img, torch.tensor([[[3.0 * 112 + 112, -2.0 * 112 + 112, -6.0 * 112 + 112]]]))
+
+
+def test_decode_deca_projects_as_stylemask(flame_files):
+    model_path, emb_path, _, _ = flame_files
+    flame = FLAME(model_path, emb_path).double()
+    torch.manual_seed(0)
+    shape, exp = torch.randn(2, 100).double() * 0.5, torch.randn(2, 50).double() * 0.5
+    pose = torch.randn(2, 6).double() * 0.1
+    cam = torch.tensor([[8.0, 0.0, 0.0]] * 2).double()
+    out = decode_deca(flame, shape, exp, pose, cam)
+    verts, lmk = flame(shape, exp, pose)
+    assert torch.allclose(out["vertices"], verts)
+    # x*8*112+112, -y*8*112+112, -z*8*112+112 (224-pixel crop, y and z flipped)
+    sign = torch.tensor([1.0, -1.0, -1.0]).double()
+    assert torch.allclose(out["trans_verts"], verts * 8 * sign * 112 + 112)
+    assert torch.allclose(out["landmarks2d"], (lmk * 8 * sign * 112 + 112)[..., :2])
+    assert out["landmarks3d"].shape == (2, 68, 3)
