@@ -43,7 +43,7 @@ class FaceCropper:
     """Frame -> :class:`Face`.
 
     mode ``"detect"``: MTCNN on the frame, HyperReenact's landmark-box crop (from the face box corners) to
-    ``size``, MTCNN again on the crop for its five points and box. ``"aligned"``: the frame is already a crop
+    ``size``; the five points and box are carried into crop pixels. ``"aligned"``: the frame is already a crop
     (resized to ``size``), only the second detection runs. ``"fixed"``: already a crop, fixed centred
     landmarks and box (synthetic frames of the demo, which have no detectable face).
     """
@@ -65,15 +65,21 @@ class FaceCropper:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"{name}: expected an RGB uint8 frame [H,W,3], got {frame.dtype} {frame.shape}")
         if self.mode == "detect":
-            from common.face.align import landmark_box_crop
+            from common.face.align import _landmark_box, landmark_box_crop
 
             det = self.detector.detect(frame, require=True, source=name)
             corners = det.box.reshape(2, 2)
             crop = landmark_box_crop(frame, corners, self.size)
-        else:
-            crop = frame
-            if crop.shape[:2] != (self.size, self.size):
-                crop = np.asarray(Image.fromarray(crop).resize((self.size, self.size), Image.BICUBIC))
+            # the crop's square, to carry the frame's five points and box into crop pixels
+            x1, y1, x2, _ = _landmark_box(corners)
+            k = self.size / (x2 - x1)
+            origin = np.array([x1, y1], np.float64)
+            lm5 = (det.landmarks5 - origin + 0.5) * k - 0.5  # pixel centres at integers (the resize's convention)
+            box = ((det.box.reshape(2, 2) - origin + 0.5) * k - 0.5).reshape(4)
+            return Face(crop, lm5.astype(np.float32), box.astype(np.float32))
+        crop = frame
+        if crop.shape[:2] != (self.size, self.size):
+            crop = np.asarray(Image.fromarray(crop).resize((self.size, self.size), Image.BICUBIC))
         if self.mode == "fixed":
             return Face(crop, default_lm5(self.size), default_box(self.size))
         det = self.detector.detect(crop, require=True, source=f"{name} (cropped)")
