@@ -28,6 +28,7 @@ __all__ = [
     "ffhq_align_tensor",
     "ffhq_quad",
     "has_face_alignment",
+    "landmark_box",
     "landmark_box_crop",
     "landmark_box_crop_tensor",
     "lm68_to_lm5",
@@ -346,7 +347,8 @@ def deca_crop(
 # --------------------------------------------------------------------------------------------------
 
 
-def _landmark_box(landmarks: np.ndarray) -> tuple[int, int, int, int]:
+def landmark_box(landmarks: np.ndarray) -> tuple[int, int, int, int]:
+    """HyperReenact's crop square ``(x1, y1, x2, y2)`` (integers, exclusive end) for landmarks ``[N,2]``."""
     lm = np.asarray(landmarks, dtype=np.float64)
     if lm.ndim != 2 or lm.shape[1] != 2:
         raise ValueError(f"landmarks must be [N,2], got {lm.shape}")
@@ -356,6 +358,9 @@ def _landmark_box(landmarks: np.ndarray) -> tuple[int, int, int, int]:
     return center[0] - size, center[1] - size, center[0] + size, center[1] + size
 
 
+_landmark_box = landmark_box  # earlier private name, used by projects/hyperreenact
+
+
 def landmark_box_crop(image: np.ndarray, landmarks: np.ndarray, size: int = 256) -> np.ndarray:
     """HyperReenact's crop: a ``2*s`` square around the landmark box (s = its longer side), raised by s//6,
     reflect-padded with a blurred border where it leaves the image, bicubic-resized to ``size``.
@@ -363,7 +368,7 @@ def landmark_box_crop(image: np.ndarray, landmarks: np.ndarray, size: int = 256)
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"landmark_box_crop expects uint8 [H,W,3], got {image.dtype} {image.shape}")
-    x1, y1, x2, y2 = _landmark_box(landmarks)
+    x1, y1, x2, y2 = landmark_box(landmarks)
     h, w = image.shape[:2]
     img = image
     if x1 < 0 or y1 < 0 or x2 > w or y2 > h:

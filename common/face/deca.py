@@ -65,8 +65,14 @@ class DECAEncoder(nn.Module):
         return self.encoder(img)
 
     def params(self, img: Tensor) -> Tensor:
+        return self.params_from_features(self.features(img), flat=True)
+
+    def params_from_features(self, fmap: Tensor, flat: bool = False) -> Tensor | dict[str, Tensor]:
+        """Parameters from a ``features`` map ``[B,2048,7,7]`` (one ResNet pass for both, as HyperReenact):
+        the split dict, or the flat ``[B,236]`` with ``flat=True``."""
         # DECA pools with AvgPool2d(7) on the 7x7 map: a global mean at 224 px.
-        return self.layers(self.features(img).mean((2, 3)))
+        params = self.layers(fmap.mean((2, 3)))
+        return params if flat else split_deca_params(params)
 
     def forward(self, img: Tensor) -> dict[str, Tensor]:
         return split_deca_params(self.params(img))

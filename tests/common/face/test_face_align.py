@@ -19,6 +19,7 @@ from common.face.align import (
     ffhq_align_tensor,
     ffhq_quad,
     has_face_alignment,
+    landmark_box,
     landmark_box_crop,
     landmark_box_crop_tensor,
     lm68_to_lm5,
@@ -180,6 +181,10 @@ def test_landmark_box_crop_geometry_and_tensor_version():
     img = _smooth_image(420, 440)
     out = landmark_box_crop(img, lm, size=64)
     assert out.shape == (64, 64, 3)
+    # Square: centre of the landmark box raised by side//6, half-width = the longer box side.
+    side = int(max(np.ptp(lm[:, 0]), np.ptp(lm[:, 1])))
+    cx, cy = np.round((lm.min(0) + lm.max(0)) / 2).astype(int)
+    assert landmark_box(lm) == (cx - side, cy - side // 6 - side, cx + side, cy - side // 6 + side)
     t = torch.from_numpy(img).permute(2, 0, 1)[None].double()
     out_t = landmark_box_crop_tensor(t, torch.from_numpy(lm)[None], size=64)[0].permute(1, 2, 0).numpy()
     assert np.abs(out_t - out.astype(float)).mean() < 4.0

@@ -64,7 +64,9 @@ def test_load_strict_outputs_and_gradient(encoder_and_file, tmp_path):
     for k in DECA_PARAM_SIZES:
         assert torch.allclose(out[k], expect[k], atol=1e-4), k
     assert torch.allclose(out["euler"], axis_angle_to_euler(expect["pose"][:, :3]), atol=1e-3)
-    assert enc.features(crop).shape == (1, 2048, 7, 7)
+    fmap = enc.features(crop)
+    assert fmap.shape == (1, 2048, 7, 7)
+    assert torch.allclose(enc.params_from_features(fmap)["exp"], expect["exp"], atol=1e-4)
     (out["exp"].sum() + out["pose"].sum()).backward()
     assert img.grad is not None and img.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in enc.parameters())
