@@ -144,11 +144,6 @@ class TinyFLAME(nn.Module):
         return v, v[:, self.lmk_index]
 
 
-def orthographic_project(points: Tensor, cam: Tensor) -> Tensor:
-    """DECA's ``batch_orth_proj``: ``s * (xy + t)`` with cam = (s, tx, ty); points [B, N, 3] -> [B, N, 2]."""
-    return cam[:, None, :1] * (points[..., :2] + cam[:, None, 1:])
-
-
 class TinyInverter(nn.Module):
     """Stand-in for e4e: image [B, 3, S, S] in [-1, 1] -> W+ [B, n_latent, style_dim] (no latent_avg added)."""
 

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from PIL import Image
 from torch import Tensor, nn
 
+from common.face.flame import orthographic_project, to_image_space
 from projects.hyperreenact.hypernet import HypernetworkBlocks, load_released_hypernet, official_layer_table
 from projects.hyperreenact.loss import (
     eye_loss,
@@ -37,7 +38,6 @@ from projects.hyperreenact.model import (
     TinyLPIPS,
     build_tiny_generator,
     mean_latent,
-    orthographic_project,
 )
 
 PHASES = ("inversion", "self", "cross")
@@ -237,8 +237,9 @@ class HyperReenactModule(LightningModule):
             return self.net.invert(batch["source"])
 
     def _flame_landmarks(self, coef: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """FLAME vertices (model space) and 2D landmarks in pixels of DECA's 224 crop (DECA's ``decode``)."""
         verts, lmk = self.flame(coef["shape"], coef["exp"], coef["pose"])
-        return verts, orthographic_project(lmk, coef["cam"])
+        return verts, to_image_space(orthographic_project(lmk, coef["cam"]), 224)[..., :2]
 
     # ----------------------------------------------------------------------------------------- training
     def reenact_and_losses(self, batch: Mapping[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor], Tensor]:

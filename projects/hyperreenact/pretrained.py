@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from torch import Tensor, nn
+from torch import nn
 
 
 def load_voxceleb_generator(path: str | os.PathLike) -> nn.Module:
@@ -37,60 +37,30 @@ def load_voxceleb_e4e(path: str | os.PathLike) -> nn.Module:
 
 def load_arcface(path: str | os.PathLike) -> nn.Module:
     """ArcFace IR-SE-50 (``insight_face.pth`` / ``model_ir_se50.pth``, plain state dict) -> ``Backbone``."""
-    from common.face.checkpoint import load_checkpoint, load_state_dict_strict
-    from common.face.irse import Backbone
+    from common.face.identity import load_arcface as _load
 
-    net = Backbone(112, 50, 0.6, "ir_se")
-    state = load_checkpoint(path, "ArcFace IR-SE-50 weights")
-    if isinstance(state, dict) and any(str(k).startswith("facenet.") for k in state):
-        state = {k[len("facenet.") :]: v for k, v in state.items() if k.startswith("facenet.")}
-    load_state_dict_strict(net, state, path)
-    return net.eval()
-
-
-class DECAFeatures(nn.Module):
-    """Adapter giving ``common.face.deca.DECAEncoder`` the two-step interface :class:`PoseEncoder` uses:
-    ``features(x [B,3,224,224] in [0,1]) -> [B,2048,7,7]`` and ``params_from_features(map) -> dict`` (one
-    ResNet pass for both, as the official ``DECAEncoder``)."""
-
-    def __init__(self, deca: nn.Module) -> None:
-        super().__init__()
-        self.deca = deca
-
-    def features(self, x: Tensor) -> Tensor:
-        return self.deca.features(x)
-
-    def params_from_features(self, fmap: Tensor) -> dict[str, Tensor]:
-        if hasattr(self.deca, "params_from_features"):
-            return self.deca.params_from_features(fmap)
-        if hasattr(self.deca, "decompose"):
-            return self.deca.decompose(self.deca.layers(fmap.mean((2, 3))))
-        raise AttributeError(
-            f"{type(self.deca).__name__} has neither params_from_features nor decompose; cannot read DECA codes"
-        )
+    return _load(path).eval()
 
 
 def load_deca(path: str | os.PathLike) -> nn.Module:
-    """DECA's coarse encoder (``deca_model.tar['E_flame']``) wrapped in :class:`DECAFeatures`."""
+    """DECA's coarse encoder (``deca_model.tar['E_flame']``): ``features`` (layer4) and ``params_from_features``."""
     from common.face.deca import load_deca_encoder
 
-    return DECAFeatures(load_deca_encoder(path)).eval()
+    return load_deca_encoder(path).eval()
 
 
 def load_flame(model_path: str | os.PathLike, landmarks_path: str | os.PathLike) -> nn.Module:
     """FLAME from ``generic_model.pkl`` and DECA's ``landmark_embedding.npy``: ``forward(shape, exp, pose)``."""
-    from common.face.flame import FLAME, load_flame_model
+    from common.face.flame import FLAME
 
-    return FLAME(load_flame_model(model_path), landmarks_path).eval()
+    return FLAME(model_path, landmarks_path).eval()
 
 
 def load_lpips(backbone_path: str | os.PathLike | None = None) -> nn.Module:
-    """LPIPS (AlexNet) on [-1, 1] inputs with a local trunk; ``(x, y) -> [B]``."""
+    """LPIPS (AlexNet) on [-1, 1] inputs with a local trunk (registry ``lpips_alexnet_backbone``); ``(x, y) -> [B]``."""
     from common.face.lpips import LPIPS
 
-    from common.weights import resolve
-
-    return LPIPS(net="alex", backbone_path=resolve("lpips_alexnet_backbone", backbone_path)).eval()
+    return LPIPS(net="alex", backbone_path=backbone_path).eval()
 
 
 def count_parameters(m: nn.Module) -> int:
@@ -99,7 +69,6 @@ def count_parameters(m: nn.Module) -> int:
 
 
 __all__ = [
-    "DECAFeatures",
     "count_parameters",
     "load_arcface",
     "load_deca",
