@@ -10,8 +10,8 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 # Projects that take part in `make demo` / `make bench`, in order.
-DEMOS := maskcon
-BENCHES := maskcon generator
+DEMOS := maskcon cgh
+BENCHES := maskcon generator cgh
 
 export OMP_NUM_THREADS ?= 2
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
@@ -62,3 +62,15 @@ bench-generator: $(VENV)/.installed ## StyleGAN2 generator img/s, memory, FLOP/s
 DATASET ?= cifartoy_goodsplit
 reproduce-maskcon: $(VENV)/.installed ## Train+test one MaskCon paper config: make reproduce-maskcon DATASET=cifar100
 	$(PY) -m projects.maskcon.reproduce --dataset $(DATASET)
+
+demo-cgh: $(VENV)/.installed ## CGH vs ReSSL vs random-init encoder on the bundled digits, kNN side by side (CPU)
+	$(PY) -m projects.cgh.demo
+
+bench-cgh: $(VENV)/.installed ## CGH/ReSSL pretraining step: R18 32px b256, R50 224px b32 (GPU when present)
+	$(PY) benchmarks/cgh.py
+
+# DATASET / DATA_ROOT given on the command line; otherwise cifar10 in data/cifar10
+CGH_DATASET = $(if $(filter command line,$(origin DATASET)),$(DATASET),cifar10)
+CGH_ROOT = $(if $(filter command line,$(origin DATA_ROOT)),$(DATA_ROOT),data/$(CGH_DATASET))
+reproduce-cgh: $(VENV)/.installed ## CGH+ReSSL pretrain, kNN, linear probe: make reproduce-cgh DATASET=cifar10 DATA_ROOT=data/cifar10
+	$(PY) -m projects.cgh.reproduce --dataset $(CGH_DATASET) --root $(CGH_ROOT)

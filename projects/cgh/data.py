@@ -54,7 +54,7 @@ DATASETS: dict[str, DatasetInfo] = {
     "stl10": DatasetInfo(96, 10, (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
     "tinyimagenet": DatasetInfo(64, 200, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
     "imagenet": DatasetInfo(224, 1000, _IN_MEAN, _IN_STD),
-    "digits": DatasetInfo(16, 10, (0.5,), (0.25,), in_channels=1),
+    "digits": DatasetInfo(12, 10, (0.5,), (0.25,), in_channels=1),
 }
 
 
@@ -291,6 +291,14 @@ def build_dataset(
 
 
 # ----------------------------------------------------------------------------------------- transforms
+class PerImageStandardize:
+    """``(x - mean(x)) / std(x)`` per image: removes the digits' random background level and contrast, which
+    would otherwise let instance discrimination succeed without looking at the digit's shape."""
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return (x - x.mean()) / (x.std() + 1e-6)
+
+
 class AddGaussianNoise:
     """Adds N(0, sigma^2) noise to a tensor image with probability p (used for the digits)."""
 
@@ -322,7 +330,7 @@ def pretrain_transforms(
     """
     info = DATASETS[dataset]
     size = image_size or info.image_size
-    norm = T.Normalize(info.mean, info.std)
+    norm = PerImageStandardize() if dataset == "digits" else T.Normalize(info.mean, info.std)
     if dataset == "digits":
 
         def weak_at(s: int, lo: float = 0.6, hi: float = 1.0) -> list:
@@ -367,9 +375,9 @@ def eval_transform(dataset: str, image_size: int | None = None) -> Callable:
     """Resize(size*8/7) + CenterCrop for sizes >= 224 (ImageNet), else the native image; then Normalize."""
     info = DATASETS[dataset]
     size = image_size or info.image_size
-    norm = T.Normalize(info.mean, info.std)
     if dataset == "digits":
-        return norm
+        return PerImageStandardize()
+    norm = T.Normalize(info.mean, info.std)
     if size >= 224:
         return T.Compose([T.Resize(int(round(size * 8 / 7))), T.CenterCrop(size), T.ToTensor(), norm])
     if size != info.image_size:
@@ -381,9 +389,9 @@ def linear_train_transform(dataset: str, image_size: int | None = None) -> Calla
     """Linear-probe training augmentation: RandomResizedCrop + horizontal flip (official ``eval_lincls``)."""
     info = DATASETS[dataset]
     size = image_size or info.image_size
-    norm = T.Normalize(info.mean, info.std)
     if dataset == "digits":
-        return T.Compose([T.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True), norm])
+        return T.Compose([T.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True), PerImageStandardize()])
+    norm = T.Normalize(info.mean, info.std)
     return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), norm])
 
 

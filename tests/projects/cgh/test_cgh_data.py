@@ -126,4 +126,4 @@ def test_pretrain_views_and_eval_items(tmp_path):
     assert len(memory.dataset) == 20
     dm = CGHDataModule("digits", "", task="linear", batch_size=8, num_workers=0)
     x, y, _ = next(iter(dm.train_dataloader()))
-    assert x.shape == (8, 1, 16, 16) and torch.is_floating_point(x)
+    assert x.shape == (8, 1, 12, 12) and torch.is_floating_point(x)
