@@ -51,3 +51,24 @@ def test_real_frame_has_one_face(detector, shared_data):
     img = to_rgb_uint8(path)
     det_t = detector.detect(torch.from_numpy(img).permute(2, 0, 1).float() / 255)
     assert np.allclose(det_t.box, det.box, atol=2.0)
+
+
+def test_real_frame_alignment_crops(detector, shared_data):
+    from common.face.align import (
+        ARCFACE_TEMPLATE_112,
+        arcface_align,
+        ffhq_align,
+        landmark_box_crop,
+        similarity_transform,
+    )
+
+    img = to_rgb_uint8(shared_data / "StelaBou_HyperReenact" / "inference_examples" / "source.png")
+    det = detector.detect(img, require=True)
+    lm5 = torch.from_numpy(det.landmarks5).float()[None]
+    crop = arcface_align(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255, lm5)
+    assert crop.shape == (1, 3, 112, 112) and crop.std() > 0.05  # a real face, not padding
+    m = similarity_transform(lm5, ARCFACE_TEMPLATE_112[None])
+    mapped = lm5[0] @ m[0, :, :2].T + m[0, :, 2]
+    assert (mapped - ARCFACE_TEMPLATE_112).abs().max() < 6.0  # a real face fits the template to a few pixels
+    assert ffhq_align(img, det.landmarks5, size=256).shape == (256, 256, 3)
+    assert landmark_box_crop(img, det.box.reshape(2, 2), size=256).shape == (256, 256, 3)

