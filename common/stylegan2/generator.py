@@ -194,7 +194,8 @@ class Generator(nn.Module):
     def mean_latent(self, n_latent: int, generator: torch.Generator | None = None) -> Tensor:
         """Mean of ``n_latent`` mapped random z: ``[1, style_dim]`` (pass a seeded ``generator`` to fix it)."""
         device = self.input.input.device
-        z = torch.randn(n_latent, self.style_dim, generator=generator, device=device)
+        draw_on = generator.device if generator is not None else device
+        z = torch.randn(n_latent, self.style_dim, generator=generator, device=draw_on).to(device)
         return self.style(z).mean(0, keepdim=True)
 
     # ------------------------------------------------------------------ checks

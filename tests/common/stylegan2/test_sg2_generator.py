@@ -243,3 +243,17 @@ def test_generator_trains_its_parameters():
     img.mean().backward()
     grads = {n: p.grad for n, p in g.named_parameters()}
     assert all(v is not None for v in grads.values()), [n for n, v in grads.items() if v is None]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    g = tiny(32)
+    wplus = torch.randn(2, g.n_latent, D)
+    deltas = [0.1 * torch.randn(2, *s) for s in g.conv_weight_shapes()]
+    ref = g.synthesis(wplus, weight_deltas=deltas)
+    gc = g.cuda()
+    out = gc.synthesis(wplus.cuda(), weight_deltas=[d.cuda() for d in deltas]).cpu()
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    m = gc.mean_latent(16, generator=torch.Generator().manual_seed(0))
+    assert m.device.type == "cuda"
