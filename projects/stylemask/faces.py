@@ -25,37 +25,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.face.align import deca_crop
+from common.face.flame import axis_angle_to_euler, batch_rodrigues
+from common.face.irse import Backbone
 
 # Landmark box (left, top, right, bottom) of an FFHQ-aligned face as fractions of the image side: the mean
 # 68-point box of aligned FFHQ faces (eyes at ~0.39 height, chin at ~0.88). An approximation of the per-image
 # FAN box of the official code; use box="detector" for per-image boxes.
 FFHQ_FACE_BOX = (0.23, 0.31, 0.77, 0.88)
 PSP_ID_CROP = (35 / 256, 223 / 256, 32 / 256, 220 / 256)  # rows (top, bottom), cols (left, right)
-
-
-def axis_angle_to_matrix(aa: Tensor) -> Tensor:
-    """Rodrigues: axis-angle ``[B,3]`` (radians) -> rotation matrices ``[B,3,3]``."""
-    angle = (aa + 1e-8).norm(dim=1, keepdim=True)
-    k = aa / angle
-    kx, ky, kz = k.unbind(1)
-    zero = torch.zeros_like(kx)
-    kmat = torch.stack([zero, -kz, ky, kz, zero, -kx, -ky, kx, zero], dim=1).view(-1, 3, 3)
-    eye = torch.eye(3, device=aa.device, dtype=aa.dtype).expand_as(kmat)
-    s, c = torch.sin(angle)[..., None], torch.cos(angle)[..., None]
-    return eye + s * kmat + (1 - c) * kmat @ kmat
-
-
-def euler_degrees(aa: Tensor) -> Tensor:
-    """DECA's ``rad2deg(batch_axis2euler(pose[:, :3]))``: ``[B,3]`` axis-angle -> (yaw, pitch, roll) degrees ``[B,3]``.
-
-    yaw = asin(R20), pitch = atan2(R21, R22), roll = atan2(R10, R00) (the non-degenerate branch of the official
-    converter, computed for every element of the batch).
-    """
-    r = axis_angle_to_matrix(aa)
-    yaw = torch.asin(r[:, 2, 0].clamp(-1.0, 1.0))
-    pitch = torch.atan2(r[:, 2, 1], r[:, 2, 2])
-    roll = torch.atan2(r[:, 1, 0], r[:, 0, 0])
-    return torch.rad2deg(torch.stack([yaw, pitch, roll], dim=1))
 
 
 class FaceAnalyzer(nn.Module):
@@ -112,7 +89,7 @@ class FaceAnalyzer(nn.Module):
                 raise ValueError(
                     f"3D encoder output {key!r} must be [B, {n or 'n'}], got {getattr(out.get(key), 'shape', None)}"
                 )
-        out["angles"] = euler_degrees(out["pose"][:, :3])
+        out["angles"] = axis_angle_to_euler(out["pose"][:, :3])
         return out
 
     def flame_fn(self, shape: Tensor, exp: Tensor, pose: Tensor) -> tuple[Tensor, Tensor]:
@@ -187,9 +164,9 @@ class TinyFLAME(nn.Module):
         ns, ne = self.shapedirs.shape[0], self.expdirs.shape[0]
         v = self.template + torch.einsum("bs,svc->bvc", shape[:, :ns], self.shapedirs)
         v = v + torch.einsum("be,evc->bvc", expression[:, :ne], self.expdirs)
-        jaw = axis_angle_to_matrix(pose[:, 3:6])
+        jaw = batch_rodrigues(pose[:, 3:6])
         v = torch.where(self.lower[None, :, None].bool(), v @ jaw.transpose(1, 2), v)
-        v = v @ axis_angle_to_matrix(pose[:, :3]).transpose(1, 2)
+        v = v @ batch_rodrigues(pose[:, :3]).transpose(1, 2)
         return v, v[:, self.landmark_index]
 
 
@@ -217,15 +194,22 @@ def build_face_analyzer(
     box: str = "fixed",
     seed: int = 0,
 ) -> FaceAnalyzer:
-    """``"tiny"``: random stand-ins (32 px crops; no files). ``"real"``: ArcFace IR-SE50, DECA encoder and FLAME
+    """``"tiny"``: random stand-ins (32 px crops; no files). ``"random_full"``: randomly initialised networks of
+    the real sizes (IR-SE50 at 112 px, a ResNet-50 DECA encoder at 224 px, 5023 vertices), for benchmarks. ``"real"``: ArcFace IR-SE50, DECA encoder and FLAME
     from common/face, resolved through common/weights (a missing file raises one message naming it)."""
     detector = _mtcnn_boxes() if box == "detector" else None
     if kind == "tiny":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return FaceAnalyzer(TinyIdentity(), TinyDECA(), TinyFLAME(seed=seed), 32, 32, box, detector)
+    if kind == "random_full":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return FaceAnalyzer(
+                Backbone(112, 50, 0.6, "ir_se"), _full_size_deca(), TinyFLAME(5023, seed=seed), 112, 224, box, detector
+            )
     if kind != "real":
-        raise ValueError(f"face_models must be 'real' or 'tiny', got {kind!r}")
+        raise ValueError(f"face_models must be 'real', 'tiny' or 'random_full', got {kind!r}")
     from common.face.identity import load_arcface
     from common.weights import resolve
 
@@ -241,6 +225,36 @@ def build_face_analyzer(
         resolve("flame_landmark_embedding", landmark_embedding_path),
     )
     return FaceAnalyzer(arc, deca, flame, 112, 224, box, detector)
+
+
+class _ResNet50Coefficients(nn.Module):
+    """DECA's E_flame shape: torchvision ResNet-50 trunk (random) + MLP 2048-512-236 split like ``TinyDECA``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision.models import resnet50
+
+        self.trunk = resnet50(weights=None)
+        self.trunk.fc = nn.Identity()
+        self.head = nn.Sequential(nn.Linear(2048, 512), nn.ReLU(), nn.Linear(512, sum(TinyDECA.SIZES.values())))
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        code = self.head(self.trunk(x))
+        out, start = {}, 0
+        for key, n in TinyDECA.SIZES.items():
+            out[key] = code[:, start : start + n]
+            start += n
+        out["pose"] = 0.3 * torch.tanh(out["pose"])
+        return out
+
+
+def _full_size_deca() -> nn.Module:
+    try:
+        from common.face.deca import DECAEncoder
+
+        return DECAEncoder()
+    except ImportError:  # common/face's DECA encoder not there yet: same-size ResNet-50 stand-in
+        return _ResNet50Coefficients()
 
 
 def _mtcnn_boxes() -> Callable[[Tensor], Tensor]:

@@ -45,6 +45,7 @@ class StyleMaskModule(LightningModule):
     (tiny runs). Face networks: ``face_models="real"`` (ArcFace, DECA, FLAME files) or ``"tiny"`` (random
     stand-ins). Inverter for real images: ``inverter="e4e"`` (``e4e_path``), ``"tiny"`` or ``"none"``.
     ``mask_net_path`` starts from an official-format mask-network file (e.g. the released one).
+    ``per_image_analysis`` runs DECA and ArcFace one image at a time as the official code (benchmarks only).
     """
 
     def __init__(
@@ -80,6 +81,7 @@ class StyleMaskModule(LightningModule):
         expression_ranges_path: str | None = None,
         output_size: int = 256,
         num_grid_pairs: int = 8,
+        per_image_analysis: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -198,7 +200,12 @@ class StyleMaskModule(LightningModule):
         return F.adaptive_avg_pool2d(images, s) if images.shape[-1] > s else images
 
     def _analyse(self, images: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        return self.faces.coefficients(images), self.faces.embed(images)
+        """3D coefficients and identity embeddings of a batch: one DECA call and one ArcFace call."""
+        if not self.hparams.per_image_analysis:
+            return self.faces.coefficients(images), self.faces.embed(images)
+        parts = [(self.faces.coefficients(x[None]), self.faces.embed(x[None])) for x in images]
+        coeffs = {k: torch.cat([c[k] for c, _ in parts]) for k in parts[0][0]}
+        return coeffs, torch.cat([e for _, e in parts])
 
     @staticmethod
     def _split(d: dict[str, Tensor], n: int) -> list[dict[str, Tensor]]:

@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from projects.stylemask.faces import TinyFLAME, axis_angle_to_matrix, build_face_analyzer, euler_degrees
+from common.face.flame import axis_angle_to_euler as euler_degrees
+from common.face.flame import batch_rodrigues as axis_angle_to_matrix
+from projects.stylemask.faces import TinyFLAME, build_face_analyzer
 
 
 def test_euler_degrees_by_hand():
