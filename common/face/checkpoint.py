@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -16,16 +17,28 @@ class CheckpointError(ValueError):
     """A checkpoint file is unreadable or does not match the model; the message names the file and the keys."""
 
 
+def _numpy_safe_globals() -> list:
+    """numpy arrays, scalars and dtypes (training scripts often store steps or stats as numpy values)."""
+    import numpy.dtypes
+
+    from common.face.safe_pickle import _numpy_attr
+
+    dtypes = [getattr(numpy.dtypes, n) for n in dir(numpy.dtypes) if n.endswith("DType")]
+    return [np.ndarray, np.dtype, _numpy_attr("_reconstruct"), _numpy_attr("scalar"), *dtypes]
+
+
 def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> object:
     """``torch.load(path, map_location="cpu", weights_only=True)`` with an error that names the file.
 
-    Files that need arbitrary code to unpickle are refused (the weights-only unpickler), never executed.
+    Besides tensors and containers, numpy arrays/scalars/dtypes are allowed. Files that need arbitrary
+    code to unpickle are refused (the weights-only unpickler), never executed.
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{what} not found: {p}")
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError (truncated zip), EOFError, ...
         raise CheckpointError(f"{p}: cannot read {what} with torch.load(weights_only=True): {e}") from e
 

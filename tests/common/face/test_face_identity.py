@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -72,6 +73,11 @@ def test_checkpoint_that_needs_code_is_refused(tmp_path):
         pickle.dump({"w": _Evil()}, f)
     with pytest.raises(CheckpointError, match=r"evil\.pth.*weights_only"):
         load_checkpoint(path)
+    # numpy values (a training step, statistics) are fine; they are data, not code.
+    ok = tmp_path / "numpy.pth"
+    torch.save({"w": torch.ones(2), "step": np.int64(7), "stats": np.arange(3.0)}, ok)
+    got = load_checkpoint(ok)
+    assert got["step"] == 7 and np.array_equal(got["stats"], np.arange(3.0))
     trunc = tmp_path / "trunc.pth"
     torch.save({"w": torch.zeros(100)}, trunc)
     trunc.write_bytes(trunc.read_bytes()[:50])
