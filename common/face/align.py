@@ -56,11 +56,13 @@ def warp_affine(
     size: int | tuple[int, int],
     padding_mode: str = "zeros",
     mode: str = "bilinear",
+    inverse: bool = False,
 ) -> Tensor:
     """Warp ``images [B,C,H,W]`` by ``matrix [B,2,3]`` (input pixel -> output pixel) to ``[B,C,h,w]``.
 
     Output pixel ``(u, v)`` samples the input at ``M^-1 (u, v)``, the semantics of ``cv2.warpAffine`` /
-    ``skimage.transform.warp``. Differentiable in ``images`` and ``matrix``.
+    ``skimage.transform.warp``; ``inverse=True`` takes the output -> input matrix directly.
+    Differentiable in ``images`` and ``matrix``.
     """
     if images.ndim != 4:
         raise ValueError(f"warp_affine expects images [B,C,H,W], got shape {tuple(images.shape)}")
@@ -71,8 +73,11 @@ def warp_affine(
     h, w = _size2(size)
     H, W = images.shape[-2:]
     m = matrix.to(images.dtype)
-    full = torch.cat([m, torch.tensor([0.0, 0.0, 1.0], dtype=m.dtype, device=m.device).expand(m.shape[0], 1, 3)], 1)
-    inv = torch.linalg.inv(full)[:, :2]  # output pixel -> input pixel
+    if inverse:
+        inv = m
+    else:
+        bottom = torch.tensor([0.0, 0.0, 1.0], dtype=m.dtype, device=m.device).expand(m.shape[0], 1, 3)
+        inv = torch.linalg.inv(torch.cat([m, bottom], 1))[:, :2]  # output pixel -> input pixel
     ys, xs = torch.meshgrid(
         torch.arange(h, dtype=m.dtype, device=m.device), torch.arange(w, dtype=m.dtype, device=m.device), indexing="ij"
     )
@@ -140,21 +145,37 @@ def _as_lm5(landmarks: Tensor) -> Tensor:
     return landmarks
 
 
-def arcface_align(images: Tensor, landmarks: Tensor, size: int = 112, template: str | Tensor = "arcface") -> Tensor:
+def arcface_align(
+    images: Tensor,
+    landmarks: Tensor,
+    size: int = 112,
+    template: str | Tensor = "arcface",
+    convention: str | None = None,
+) -> Tensor:
     """ArcFace five-point similarity alignment: ``images [B,3,H,W]``, ``landmarks [B,5,2]`` (or 68) -> ``[B,3,S,S]``.
 
     ``template``: "arcface" (InsightFace reference points), "hyperreenact" (the wider template of HyperReenact's
-    csim.py) or a ``[5,2]`` tensor in 112-pixel units. Differentiable in images and landmarks.
+    csim.py) or a ``[5,2]`` tensor in 112-pixel units. ``convention`` (default: "hyperreenact" with that
+    template, else "arcface"): "arcface" fits landmarks -> template with pixel-centre coordinates (TreB1eN's
+    cv2 warp); "hyperreenact" fits template -> landmarks and treats coordinates as pixel corners, as
+    csim.py's ``find_affine_transformation`` + ``affine_grid`` (half a pixel apart). Differentiable in
+    images and landmarks.
     """
     lm5 = _as_lm5(landmarks).to(images.dtype)
+    if convention is None:
+        convention = "hyperreenact" if isinstance(template, str) and template == "hyperreenact" else "arcface"
+    if convention not in ("arcface", "hyperreenact"):
+        raise ValueError(f"convention must be 'arcface' or 'hyperreenact', got {convention!r}")
     if isinstance(template, str):
         table = {"arcface": ARCFACE_TEMPLATE_112, "hyperreenact": HYPERREENACT_TEMPLATE_112}
         if template not in table:
             raise ValueError(f"template must be one of {sorted(table)} or a [5,2] tensor, got {template!r}")
         template = table[template]
-    tpl = template.to(images) * (size / 112.0)
-    m = similarity_transform(lm5, tpl.unsqueeze(0).expand_as(lm5))
-    return warp_affine(images, m, size)
+    tpl = (template.to(images) * (size / 112.0)).unsqueeze(0).expand_as(lm5)
+    if convention == "arcface":
+        return warp_affine(images, similarity_transform(lm5, tpl), size)
+    # Corner coordinates c are pixel-centre coordinates c - 0.5 on both sides.
+    return warp_affine(images, similarity_transform(tpl - 0.5, lm5 - 0.5), size, inverse=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -198,3 +198,46 @@ def test_optional_68_point_backend():
         pytest.skip("face_alignment installed; the missing-package error is not reachable")
     with pytest.raises(ImportError, match="face_alignment"):
         LandmarkDetector68()
+
+
+def _lstsq_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Similarity src -> dst by linear least squares over (a, b, tx, ty): x' = a x - b y + tx, y' = b x + a y + ty."""
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(src, dst):
+        rows += [[x, -y, 1, 0], [y, x, 0, 1]]
+        rhs += [u, v]
+    a, b, tx, ty = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)[0]
+    return np.array([[a, -b, tx], [b, a, ty]])
+
+
+def test_hyperreenact_convention_matches_csim_affine_grid():
+    """HyperReenact's csim.py: skimage similarity template -> keypoints, its normalisation to affine_grid."""
+    from common.face.align import HYPERREENACT_TEMPLATE_112
+
+    torch.manual_seed(0)
+    img = torch.rand(2, 3, 256, 256, dtype=torch.float64)
+    lm5 = torch.tensor(
+        [
+            [[95.0, 118], [160, 115], [128, 150], [102, 186], [155, 184]],
+            [[90.0, 120], [165, 125], [130, 160], [100, 190], [150, 195]],
+        ],
+        dtype=torch.float64,
+    )
+    thetas = []
+    for pts in lm5.numpy():
+        t = _lstsq_similarity(HYPERREENACT_TEMPLATE_112.double().numpy(), pts)
+        h = w = 256
+        g = 112
+        th = t.copy()
+        th[0, 0], th[0, 1] = t[0, 0] * g / w, t[0, 1] * g / w
+        th[0, 2] = t[0, 2] * 2 / w + th[0, 1] + th[0, 0] - 1
+        th[1, 0], th[1, 1] = t[1, 0] * g / h, t[1, 1] * g / h
+        th[1, 2] = t[1, 2] * 2 / h + th[1, 0] + th[1, 1] - 1
+        thetas.append(th)
+    theta = torch.from_numpy(np.stack(thetas))
+    grid = torch.nn.functional.affine_grid(theta, [2, 3, 112, 112], align_corners=False)
+    ref = torch.nn.functional.grid_sample(img, grid, align_corners=False)
+    ours = arcface_align(img, lm5, template="hyperreenact")
+    assert torch.allclose(ours, ref, atol=1e-9)
+    # The ArcFace (TreB1eN) convention is a different, half-pixel-shifted crop.
+    assert not torch.allclose(arcface_align(img, lm5, template="hyperreenact", convention="arcface"), ref, atol=1e-3)
