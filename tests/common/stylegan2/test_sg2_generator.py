@@ -257,3 +257,62 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
     m = gc.mean_latent(16, generator=torch.Generator().manual_seed(0))
     assert m.device.type == "cuda"
+
+
+def _upfirdn_up2(x, k, pad0, pad1):
+    """Zero-insertion upsampling by 2, padding (pad0, pad1) on both axes, convolution with ``k``: written out."""
+    b, c, h, w = x.shape
+    up = x.new_zeros(b, c, 2 * h, 2 * w)
+    up[:, :, ::2, ::2] = x
+    up = F.pad(up, (pad0, pad1, pad0, pad1))
+    return F.conv2d(up.reshape(b * c, 1, *up.shape[-2:]), k.flip(0, 1)[None, None]).reshape(b, c, 2 * h, 2 * w)
+
+
+def _rosinality_synthesis_reference(sd, wplus, noises, dim):
+    """rosinality's synthesis network recomputed from the state dict alone (spec section 4), sample by sample."""
+
+    def modconv(x, w, p, demod, up):
+        weight = sd[f"{p}.conv.weight"][0]
+        s = F.linear(w, sd[f"{p}.conv.modulation.weight"] / dim**0.5, sd[f"{p}.conv.modulation.bias"])
+        outs = []
+        for b in range(x.shape[0]):
+            wb = weight / (weight.shape[1] * weight.shape[-1] ** 2) ** 0.5 * s[b].view(1, -1, 1, 1)
+            if demod:
+                wb = wb * torch.rsqrt(wb.square().sum((1, 2, 3), keepdim=True) + 1e-8)
+            if up:
+                y = F.conv_transpose2d(x[b : b + 1], wb.transpose(0, 1), stride=2)
+                y = F.pad(y, (1, 1, 1, 1))
+                k = sd[f"{p}.conv.blur.kernel"]
+                c = y.shape[1]
+                y = F.conv2d(y, k.flip(0, 1)[None, None].expand(c, 1, -1, -1), groups=c)
+            else:
+                y = F.conv2d(x[b : b + 1], wb, padding=weight.shape[-1] // 2)
+            outs.append(y)
+        return torch.cat(outs)
+
+    def styled(x, w, p, noise, up=False):
+        y = modconv(x, w, p, True, up) + sd[f"{p}.noise.weight"] * noise
+        return F.leaky_relu(y + sd[f"{p}.activate.bias"].view(1, -1, 1, 1), 0.2) * 2**0.5
+
+    def torgb(x, w, p, skip):
+        y = modconv(x, w, p, False, False) + sd[f"{p}.bias"]
+        return y if skip is None else y + _upfirdn_up2(skip, sd[f"{p}.upsample.kernel"], 2, 1)
+
+    x = sd["input.input"].repeat(wplus.shape[0], 1, 1, 1)
+    x = styled(x, wplus[:, 0], "conv1", noises[0])
+    skip = torgb(x, wplus[:, 1], "to_rgb1", None)
+    n_blocks = sum(1 for k in sd if k.startswith("to_rgbs.") and k.endswith(".upsample.kernel"))
+    for k in range(n_blocks):
+        x = styled(x, wplus[:, 2 * k + 1], f"convs.{2 * k}", noises[2 * k + 1], up=True)
+        x = styled(x, wplus[:, 2 * k + 2], f"convs.{2 * k + 1}", noises[2 * k + 2])
+        skip = torgb(x, wplus[:, 2 * k + 3], f"to_rgbs.{k}", skip)
+    return skip
+
+
+def test_synthesis_equals_rosinality_formula_from_state_dict():
+    g = tiny(32).double()
+    sd = g.state_dict()
+    wplus = torch.randn(2, g.n_latent, D, dtype=torch.float64)
+    noises = [sd[f"noises.noise_{i}"] for i in range(g.num_layers)]
+    ref = _rosinality_synthesis_reference(sd, wplus, noises, D)
+    torch.testing.assert_close(g.synthesis(wplus, noise="const"), ref)
