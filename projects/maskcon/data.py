@@ -53,16 +53,24 @@ DATASETS = (
 
 
 class MissingDatasetError(FileNotFoundError):
-    """A data set's files are absent; the message lists what to put where."""
+    """A data set's files are absent; the message lists what to put where (``absent``: (path, what) pairs)."""
+
+    def __init__(self, message: str, dataset: str = "", absent: Sequence[tuple[Path, str]] = (), source: str = ""):
+        super().__init__(message)
+        self.dataset, self.absent, self.source = dataset, list(absent), source
+
+
+def _missing_message(dataset: str, absent: Sequence[tuple[Path, str]], source: str) -> str:
+    lines = [f"data set {dataset!r} is missing; put these files in place:"]
+    lines += [f"  {p}  <- {what}" for p, what in absent]
+    lines.append(f"  source: {source}")
+    return "\n".join(lines)
 
 
 def _missing(dataset: str, items: Sequence[tuple[Path, str]], source: str) -> None:
     absent = [(p, what) for p, what in items if not p.exists()]
     if absent:
-        lines = [f"data set {dataset!r} is missing; put these files in place:"]
-        lines += [f"  {p}  <- {what}" for p, what in absent]
-        lines.append(f"  source: {source}")
-        raise MissingDatasetError("\n".join(lines))
+        raise MissingDatasetError(_missing_message(dataset, absent, source), dataset, absent, source)
 
 
 # --------------------------------------------------------------------------------------------- CIFAR
@@ -524,7 +532,7 @@ def _item_seed(seed: int, epoch: int, index: int) -> int:
 class TwoViewDataset(Dataset):
     """Training items ``((key_view, query_view), coarse, fine, index)`` with reproducible augmentation.
 
-    Each item's views are drawn under ``torch.manual_seed(f(seed, epoch, index))`` inside ``fork_rng``, so they
+    Each item's views are drawn with the global CPU generator seeded by f(seed, epoch, index) inside ``fork_rng``, so they
     depend on neither the global RNG nor the worker, and a resumed run sees the same views (``set_epoch``).
     """
 
@@ -541,7 +549,8 @@ class TwoViewDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[tuple[Tensor, Tensor], int, int, int]:
         image, coarse, fine = self.base[i]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_item_seed(self.seed, self.epoch, i))
+            # the generator's own manual_seed: torch.manual_seed also records a stack trace (slow per item)
+            torch.default_generator.manual_seed(_item_seed(self.seed, self.epoch, i))
             k = self.key_t(image) if self.key_t else image
             q = self.query_t(image) if self.query_t else image
         return (k, q), coarse, fine, i
@@ -701,6 +710,23 @@ class MaskConDataModule(LightningDataModule):
             return None
         return DigitsCoarse("train" if train else "test", h.digits_grouping, h.digits_canvas)
 
+    def require(self, train: bool = True, test: bool = True) -> None:
+        """Raise one ``MissingDatasetError`` listing every absent file of the train and/or the test split."""
+        errors = []
+        for split in [t for t, want in ((True, train), (False, test)) if want]:
+            try:
+                self.base_dataset(split, check_only=True)
+            except MissingDatasetError as exc:
+                errors.append(exc)
+        if not errors:
+            return
+        if not all(e.absent for e in errors):  # a message without a file list (e.g. csv paths not given)
+            raise MissingDatasetError("\n".join(dict.fromkeys(str(e) for e in errors)))
+        absent = list(dict.fromkeys(a for e in errors for a in e.absent))
+        raise MissingDatasetError(
+            _missing_message(errors[0].dataset, absent, errors[0].source), errors[0].dataset, absent
+        )
+
     def transforms(self, kind: str) -> Callable | None:
         if self.hparams.dataset == "digits":
             return DIGIT_AUGMENTS[kind]
@@ -715,6 +741,8 @@ class MaskConDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         h = self.hparams
+        if self.train_set is None and self.test_set is None:
+            self.require(train=stage in (None, "fit"))
         if stage in (None, "fit") and self.train_set is None:
             base = _limited(self.base_dataset(train=True), h.limit_train)
             self.train_set = TwoViewDataset(base, self.transforms(h.aug_k), self.transforms(h.aug_q), seed=h.seed)
@@ -794,13 +822,9 @@ def _labels_of(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def dataset_status(dataset: str, data_root: str = "data", **kwargs: Any) -> str | None:
-    """``None`` when ``dataset``'s train and test files are in place, else the message saying what is missing."""
-    dm = MaskConDataModule(dataset=dataset, data_root=data_root, **kwargs)
-    messages = []
-    for train in (True, False):
-        try:
-            dm.base_dataset(train, check_only=True)
-        except MissingDatasetError as exc:
-            if str(exc) not in messages:
-                messages.append(str(exc))
-    return "\n".join(messages) or None
+    """``None`` when ``dataset``'s train and test files are in place, else one message saying what is missing."""
+    try:
+        MaskConDataModule(dataset=dataset, data_root=data_root, **kwargs).require()
+    except MissingDatasetError as exc:
+        return str(exc)
+    return None
