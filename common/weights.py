@@ -317,6 +317,31 @@ register(
     )
 )
 
+register(
+    Artifact(
+        name="stylemask_validation_codes",
+        filename="random_latent_codes_100.npy",
+        subdir="stylemask",
+        source="StelaBou/StyleMask repository, libs/configs/random_latent_codes_100.npy",
+        licence="StyleMask repository licence (see StelaBou/StyleMask)",
+        users=("stylemask",),
+        sha256="7eccc947a27b6694a35c66fea051cf48593d87207519e6e38c11cd912d3e69d5",
+        description="the official validation pairs: 200x512 z codes, 100 sources then 100 targets",
+    )
+)
+register(
+    Artifact(
+        name="stylemask_ffhq_ranges",
+        filename="ranges_FFHQ.npy",
+        subdir="stylemask",
+        source="StelaBou/StyleMask repository, libs/configs/ranges_FFHQ.npy",
+        licence="StyleMask repository licence (see StelaBou/StyleMask)",
+        users=("stylemask",),
+        sha256="41e466b20ef6502b68dd1f13a5897770011353df0d1269bb86c4931391712ef0",
+        description="54x2 min/max of DECA yaw, pitch, roll, jaw, exp0..49 over FFHQ; normalises the expression error",
+    )
+)
+
 # --- hyperreenact -----------------------------------------------------------------------------
 _HR_SRC = "StelaBou/HyperReenact README (Google Drive), placed in the official ./pretrained_models/"
 register(
