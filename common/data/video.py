@@ -6,7 +6,7 @@ Frames are RGB ``uint8`` numpy arrays ``[H, W, 3]``. Every failure names the fil
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -64,13 +64,33 @@ def iter_video(path: str | os.PathLike) -> Iterator[np.ndarray]:
         container.close()
 
 
-def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[np.ndarray, float]:
-    """All frames (or the first ``max_frames``) of ``path``: ``(frames uint8 [T,H,W,3] RGB, fps)``."""
+def read_video(
+    path: str | os.PathLike, max_frames: int | None = None, indices: Sequence[int] | None = None
+) -> tuple[np.ndarray, float]:
+    """Frames of ``path``: ``(frames uint8 [T,H,W,3] RGB, fps)``.
+
+    All frames, the first ``max_frames``, or only the frames at ``indices`` (in the order given, repeats
+    allowed; decoding stops after the largest index, other frames are not kept).
+    """
     container = _open_input(path)
     try:
         fps = _fps(container.streams.video[0], path)
     finally:
         container.close()
+    if indices is not None:
+        wanted = [int(i) for i in indices]
+        if not wanted or min(wanted) < 0:
+            raise VideoError(f"{path}: frame indices must be a non-empty list of non-negative integers")
+        last, keep, decoded = max(wanted), {}, 0
+        for frame in iter_video(path):
+            if decoded in wanted:
+                keep[decoded] = frame
+            decoded += 1
+            if decoded > last:
+                break
+        if last not in keep:
+            raise VideoError(f"{path}: frame index {last} requested but the video has {decoded} frames")
+        return np.stack([keep[i] for i in wanted]), fps
     frames = []
     for frame in iter_video(path):
         if max_frames is not None and len(frames) >= max_frames:

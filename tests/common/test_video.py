@@ -36,6 +36,20 @@ def test_round_trip_keeps_fps_count_and_content(tmp_path, fps):
     assert sum(1 for _ in iter_video(path)) == len(frames)
 
 
+def test_read_selected_indices(tmp_path):
+    frames = _frames(t=10)
+    path = tmp_path / "clip.mp4"
+    write_video(path, frames, 25, codec="mpeg4")
+    allf, _ = read_video(path)
+    sel, fps = read_video(path, indices=[7, 2, 2, 0])
+    assert sel.shape == (4, 48, 64, 3) and fps == pytest.approx(25)
+    assert np.array_equal(sel, allf[[7, 2, 2, 0]])
+    with pytest.raises(VideoError, match="index 12.*10 frames"):
+        read_video(path, indices=[1, 12])
+    with pytest.raises(VideoError, match="non-negative"):
+        read_video(path, indices=[-1])
+
+
 def test_mpeg4_fallback_and_tensor_frames(tmp_path):
     frames = torch.from_numpy(_frames(t=5))
     path = tmp_path / "clip.mp4"
