@@ -358,6 +358,8 @@ def deca_crop(
     """DECA's crop of ``images [B,3,H,W]`` to ``[B,3,size,size]`` (differentiable; values keep their range).
 
     The official code warps [0,255] images with kornia then divides by 255; feed [0,1] images to get DECA's input.
+    Sampling follows skimage/cv2 (pixel centres); kornia 0.4.1 normalised coordinates with (W-1) yet sampled
+    with ``align_corners=False``, so the official crop sits a fraction of a pixel away from this one.
     """
     m = deca_crop_matrix(landmarks=landmarks, boxes=boxes, size=size, scale=scale).to(images)
     return warp_affine(images, m, size)
