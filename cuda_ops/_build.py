@@ -197,12 +197,12 @@ def build(name: str, verbose: bool = False) -> ModuleType:
     if cuda_home is None:
         raise RuntimeError("nvcc not found: install a CUDA toolkit or set CUDA_HOME to one")
     archs = arch_list()
-    from torch.utils import cpp_extension
-
     # cpp_extension reads CUDA_HOME once at import (from the PATH nvcc, which may be a wrapper): point it at
     # the toolkit found above, and hand TORCH_CUDA_ARCH_LIST to it only for the duration of the build.
-    cpp_extension.CUDA_HOME = cuda_home
     os.environ.setdefault("CUDA_HOME", cuda_home)
+    from torch.utils import cpp_extension
+
+    cpp_extension.CUDA_HOME = cuda_home
     folder = build_dir(name, archs)
     folder.mkdir(parents=True, exist_ok=True)
     saved_arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
