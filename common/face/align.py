@@ -354,15 +354,30 @@ def deca_crop(
     boxes: Tensor | None = None,
     size: int = 224,
     scale: float = 1.25,
+    kornia_compat: bool = False,
 ) -> Tensor:
     """DECA's crop of ``images [B,3,H,W]`` to ``[B,3,size,size]`` (differentiable; values keep their range).
 
     The official code warps [0,255] images with kornia then divides by 255; feed [0,1] images to get DECA's input.
-    Sampling follows skimage/cv2 (pixel centres); kornia 0.4.1 normalised coordinates with (W-1) yet sampled
-    with ``align_corners=False``, so the official crop sits a fraction of a pixel away from this one.
+    Sampling follows skimage/cv2 (pixel centres). kornia 0.4.x (the official pin) normalised pixel coordinates
+    with (W-1) yet sampled with ``align_corners=False``, which shifts and scales its crop by a fraction of a
+    pixel; ``kornia_compat=True`` reproduces that sampling exactly.
     """
     m = deca_crop_matrix(landmarks=landmarks, boxes=boxes, size=size, scale=scale).to(images)
-    return warp_affine(images, m, size)
+    if not kornia_compat:
+        return warp_affine(images, m, size)
+    H, W = images.shape[-2:]
+    bottom = torch.tensor([0.0, 0.0, 1.0], dtype=m.dtype, device=m.device).expand(m.shape[0], 1, 3)
+    m_inv = torch.linalg.inv(torch.cat([m, bottom], 1))
+    # output pixel u -> kornia's destination pixel (u + 0.5)(size-1)/size -> M^-1 -> its source pixel p,
+    # which grid_sample(align_corners=False) reads at p * W/(W-1) - 0.5.
+    k = (size - 1) / size
+
+    def diag(sx: float, sy: float, tx: float, ty: float) -> Tensor:
+        return torch.tensor([[sx, 0.0, tx], [0.0, sy, ty], [0.0, 0.0, 1.0]], dtype=m.dtype, device=m.device)
+
+    total = diag(W / (W - 1), H / (H - 1), -0.5, -0.5) @ m_inv @ diag(k, k, 0.5 * k, 0.5 * k)
+    return warp_affine(images, total[:, :2], size, inverse=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -241,3 +241,25 @@ def test_hyperreenact_convention_matches_csim_affine_grid():
     assert torch.allclose(ours, ref, atol=1e-9)
     # The ArcFace (TreB1eN) convention is a different, half-pixel-shifted crop.
     assert not torch.allclose(arcface_align(img, lm5, template="hyperreenact", convention="arcface"), ref, atol=1e-3)
+
+
+def test_deca_crop_kornia_compat_matches_kornia_04_sampling():
+    """kornia 0.4.x warp_affine: normalise M with (W-1) pixel matrices, invert, affine_grid + grid_sample
+    (align_corners=False), written out here from its source."""
+    torch.manual_seed(0)
+    img = torch.rand(2, 3, 90, 120, dtype=torch.float64)
+    lm = torch.tensor([[[30.0, 20.0], [80.0, 25.0], [55.0, 75.0]], [[20.0, 30.0], [70.0, 28.0], [50.0, 80.0]]]).double()
+    size = 48
+    m = deca_crop_matrix(landmarks=lm, size=size)
+    full = torch.cat([m, torch.tensor([[[0.0, 0.0, 1.0]]]).double().expand(2, 1, 3)], 1)
+
+    def norm(h, w):
+        return torch.tensor([[2.0 / (w - 1), 0, -1], [0, 2.0 / (h - 1), -1], [0, 0, 1]]).double()
+
+    dst_norm_src_norm = norm(size, size) @ full @ torch.linalg.inv(norm(90, 120))
+    src_norm_dst_norm = torch.linalg.inv(dst_norm_src_norm)
+    grid = torch.nn.functional.affine_grid(src_norm_dst_norm[:, :2], [2, 3, size, size], align_corners=False)
+    ref = torch.nn.functional.grid_sample(img, grid, align_corners=False)
+    # affine_grid builds its base grid at single precision: agreement to ~1e-6 px, not 1e-12.
+    assert torch.allclose(deca_crop(img, landmarks=lm, size=size, kornia_compat=True), ref, atol=5e-5)
+    assert (deca_crop(img, landmarks=lm, size=size) - ref).abs().max() > 1e-3  # the two conventions differ
