@@ -109,6 +109,7 @@ def estimate_deca(
     landmarks: Tensor | None = None,
     boxes: Tensor | None = None,
     input_range: str = "[-1,1]",
+    kornia_compat: bool = False,
 ) -> dict[str, Tensor]:
     """DECA parameters of full images, as StyleMask's ``extract_DECA_params`` (crop, encode, Euler angles).
 
@@ -116,6 +117,7 @@ def estimate_deca(
     by 68 landmarks ``[B,68,2]`` or detector boxes ``[B,4]`` (see ``deca_crop``). Returns the parameter
     dict plus ``euler [B,3]`` (yaw, pitch, roll degrees) and ``crop [B,3,224,224]``. Differentiable in the
     images. Images without a face must be filtered out by the caller (the official code fed zeros onward).
+    ``kornia_compat``: the official crop's sub-pixel sampling (see ``deca_crop``).
     """
     from common.face.align import deca_crop
     from common.face.flame import axis_angle_to_euler
@@ -123,7 +125,7 @@ def estimate_deca(
     if input_range not in ("[-1,1]", "[0,1]"):
         raise ValueError(f"input_range must be '[-1,1]' or '[0,1]', got {input_range!r}")
     x = (images + 1) / 2 if input_range == "[-1,1]" else images
-    crop = deca_crop(x, landmarks=landmarks, boxes=boxes, size=224)
+    crop = deca_crop(x, landmarks=landmarks, boxes=boxes, size=224, kornia_compat=kornia_compat)
     out = encoder(crop)
     out["euler"] = axis_angle_to_euler(out["pose"][:, :3])
     out["crop"] = crop
