@@ -71,7 +71,8 @@ def _fit(args: list[str], extra: list[Callback] = (), ckpt: Path | None = None) 
     return cli.model
 
 
-@pytest.mark.parametrize("kill_step", [6, 4])  # mid-epoch 1, and at the end of epoch 0 (4 steps per epoch)
+# mid-epoch 1, and at the end of epoch 0 (4 steps per epoch)
+@pytest.mark.parametrize("kill_step", [6, pytest.param(4, marks=pytest.mark.slow)])
 def test_resume_after_kill_matches_straight_run(tmp_path, kill_step):
     args = ["--trainer.max_epochs=3", "--model.plot_embeddings=false"]
     straight = _fit(args)
