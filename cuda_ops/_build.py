@@ -193,9 +193,13 @@ def build(name: str, verbose: bool = False) -> ModuleType:
         raise ValueError(f"cuda_ops: unknown extension {name!r}")
     if torch.version.cuda is None:
         raise RuntimeError(f"this torch build ({torch.__version__}) has no CUDA support")
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var) and not _nvcc_in(os.environ[var]):
+            raise RuntimeError(f"{var}={os.environ[var]} has no executable bin/nvcc")
     cuda_home = find_cuda_home()
     if cuda_home is None:
         raise RuntimeError("nvcc not found: install a CUDA toolkit or set CUDA_HOME to one")
+    _ensure_ninja_on_path()
     archs = arch_list()
     # cpp_extension reads CUDA_HOME once at import (from the PATH nvcc, which may be a wrapper): point it at
     # the toolkit found above, and hand TORCH_CUDA_ARCH_LIST to it only for the duration of the build.
@@ -226,6 +230,18 @@ def build(name: str, verbose: bool = False) -> ModuleType:
     if not isinstance(module, ModuleType):
         raise RuntimeError(f"cpp_extension.load returned {type(module).__name__}, not a module")
     return module
+
+
+def _ensure_ninja_on_path() -> None:
+    """torch runs ``ninja`` from PATH; a venv's python started without activation has the venv's bin (where
+    pip put ninja) off PATH, so add it."""
+    if shutil.which("ninja") is not None:
+        return
+    venv_bin = os.path.dirname(sys.executable)
+    if os.access(os.path.join(venv_bin, "ninja"), os.X_OK):
+        os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
+    else:
+        raise RuntimeError("ninja not found on PATH or beside the python executable: pip install ninja")
 
 
 class _BuildLock:
