@@ -22,6 +22,10 @@ def test_no_face_is_reported(detector):
         detector.detect(img, require=True, source="blank_frame")
     dets = detector.detect_batch([img, img])
     assert [d.found for d in dets] == [False, False]
+    mixed = detector.detect_batch([img, np.zeros((90, 120, 3), np.uint8)], sources=["a.png", "b.png"])
+    assert [d.found for d in mixed] == [False, False]  # different sizes: one MTCNN call per image
+    with pytest.raises(NoFaceError, match="b.png"):
+        detector.detect_batch([img[:90, :120], np.zeros((90, 120, 3), np.uint8)], require=True, sources=["b.png", "c"])
     with pytest.raises(NoFaceError, match="image 0"):
         detector.detect_batch([img], require=True)
 

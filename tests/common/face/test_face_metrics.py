@@ -41,6 +41,14 @@ def test_csim_on_embeddings_and_images():
     x = torch.rand(3, 3, 8, 8)
     m.update(x, x)
     assert m.compute().item() == pytest.approx(1.0, abs=1e-6)
+    # Through an IdentityLoss: its crop, then the same cosine.
+    from common.face.identity import IdentityLoss
+
+    m = CSIM(identity=IdentityLoss(Net(), crop="none"))
+    y = torch.rand(3, 3, 8, 8)
+    m.update(x, y)
+    want = torch.nn.functional.cosine_similarity(x.flatten(1), y.flatten(1)).mean()
+    assert m.compute().item() == pytest.approx(want.item(), abs=1e-6)
     assert not list(m.children()) and set(m.state_dict()) <= {"total", "count"}
     with pytest.raises(RuntimeError, match="before any update"):
         CSIM().compute()
