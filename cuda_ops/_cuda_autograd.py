@@ -197,7 +197,9 @@ def _upfirdn2d_call(x, f, up, down, pad, flip_filter: bool, gain: float) -> torc
     if f.ndim == 2:
         return _upfirdn2d_launch(x, f, upx, upy, downx, downy, px0, px1, py0, py1)
     hot = f.numel() == 4 and ((up, down) == ((2, 2), (1, 1)) or (up, down) == ((1, 1), (2, 2)))
-    if hot:  # one pass of the tiled 4x4 kernel beats two separable passes
+    # One pass of the tiled 4x4 kernel beats two separable passes; the float32 outer product would round
+    # the taps below float64 precision, so float64 inputs keep the two exact passes.
+    if hot and x.dtype != torch.float64:
         return _upfirdn2d_launch(x, torch.outer(f, f), upx, upy, downx, downy, px0, px1, py0, py1)
     x = _upfirdn2d_launch(x, f[None, :], upx, 1, downx, 1, px0, px1, 0, 0)
     return _upfirdn2d_launch(x, f[:, None], 1, upy, 1, downy, 0, 0, py0, py1)
