@@ -10,8 +10,8 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 # Projects that take part in `make demo` / `make bench`, in order.
-DEMOS := maskcon cgh
-BENCHES := maskcon generator cgh
+DEMOS := maskcon cgh hyperreenact
+BENCHES := maskcon generator cgh hyperreenact
 
 export OMP_NUM_THREADS ?= 2
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
@@ -74,3 +74,12 @@ CGH_DATASET = $(if $(filter command line,$(origin DATASET)),$(DATASET),cifar10)
 CGH_ROOT = $(if $(filter command line,$(origin DATA_ROOT)),$(DATA_ROOT),data/$(CGH_DATASET))
 reproduce-cgh: $(VENV)/.installed ## CGH+ReSSL pretrain, kNN, linear probe: make reproduce-cgh DATASET=cifar10 DATA_ROOT=data/cifar10
 	$(PY) -m projects.cgh.reproduce --dataset $(CGH_DATASET) --root $(CGH_ROOT)
+
+demo-hyperreenact: $(VENV)/.installed ## HyperReenact fit+eval+video at 32 px, tiny RANDOM networks (~2 min CPU)
+	$(PY) -m projects.hyperreenact.demo
+
+bench-hyperreenact: $(VENV)/.installed ## HyperReenact reenacted frames/s at 256 px, random full-size weights (GPU when present)
+	$(PY) benchmarks/hyperreenact.py
+
+reproduce-hyperreenact: $(VENV)/.installed ## Released weights on VoxCeleb1 test frames vs the paper (lists what is missing)
+	$(PY) -m projects.hyperreenact.reproduce

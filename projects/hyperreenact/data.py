@@ -218,10 +218,18 @@ def write_synthetic_vox(
     splits: tuple[str, ...] = ("train", "test"),
     seed: int = 0,
     pose_scale: float = 1.5,
+    truncation: float = 1.0,
+    mean_latent_samples: int = 4096,
+    mean_latent_seed: int = 0,
 ) -> Path:
     """Render a folder in the VoxCeleb format with ``generator``: each identity is a random W, each video moves
     it along a random direction ("pose"); ``latents`` holds each frame's exact W+ (standing in for e4e codes).
-    Landmarks and boxes are the fixed :func:`default_lm5` / :func:`default_box`."""
+    Landmarks and boxes are the fixed :func:`default_lm5` / :func:`default_box`. With ``truncation < 1`` the
+    frames are rendered from the truncated codes (toward the seeded mean latent the model also uses), as the
+    e4e codes of real frames are meant to be read by the truncated generator."""
+    from projects.hyperreenact.model import mean_latent
+
+    trunc = mean_latent(generator, mean_latent_samples, mean_latent_seed) if truncation != 1.0 else None
     root = Path(root)
     g = torch.Generator().manual_seed(seed)
     size, dim, n_lat = generator.size, generator.style_dim, generator.n_latent
@@ -233,7 +241,8 @@ def write_synthetic_vox(
                 d = torch.randn(1, dim, generator=g) * pose_scale * w_id.std()
                 ts = torch.linspace(-1, 1, frames_per_video).unsqueeze(1)
                 w = (w_id + ts * d).unsqueeze(1).repeat(1, n_lat, 1)
-                imgs = generator.synthesis(w, noise="const").clamp(-1, 1)
+                w_render = w if trunc is None else trunc + truncation * (w - trunc)
+                imgs = generator.synthesis(w_render, noise="const").clamp(-1, 1)
                 vid_dir = root / split / f"id{s_i}{i:04d}" / f"video{v:02d}"
                 (vid_dir / "frames").mkdir(parents=True, exist_ok=True)
                 arr = ((imgs + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
@@ -268,6 +277,8 @@ class VoxCelebDataModule(LightningDataModule):
         synthetic_identities: int = 4,
         synthetic_videos: int = 2,
         synthetic_frames: int = 4,
+        synthetic_truncation: float = 0.7,
+        synthetic_mean_latent_samples: int = 4096,
         tiny_generator: dict | None = None,
         predict_source: str | None = None,
         predict_driving: str | None = None,
@@ -286,7 +297,14 @@ class VoxCelebDataModule(LightningDataModule):
 
             gen = build_tiny_generator(**(hp.tiny_generator or {}))
             write_synthetic_vox(
-                hp.root, gen, hp.synthetic_identities, hp.synthetic_videos, hp.synthetic_frames, seed=hp.seed
+                hp.root,
+                gen,
+                hp.synthetic_identities,
+                hp.synthetic_videos,
+                hp.synthetic_frames,
+                seed=hp.seed,
+                truncation=hp.synthetic_truncation,
+                mean_latent_samples=hp.synthetic_mean_latent_samples,
             )
 
     def setup(self, stage: str | None = None) -> None:

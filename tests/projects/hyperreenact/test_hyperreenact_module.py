@@ -214,7 +214,15 @@ def test_fit_then_predict_from_the_checkpoint(tmp_path):
 @pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_every_config_parses(config):
     from common.cli import cli_main
+    from common.weights import MissingWeightsError
     from projects.hyperreenact.data import VoxCelebDataModule as DM
 
-    cli = cli_main(HyperReenactModule, DM, project="hyperreenact", args=["--config", str(CONFIGS / config)], run=False)
-    assert cli.config["model"]["encoders"] in ("tiny", "pretrained")
+    args = ["--config", str(CONFIGS / config)]
+    try:
+        cli = cli_main(HyperReenactModule, DM, project="hyperreenact", args=args, run=False)
+    except MissingWeightsError as err:
+        # parsing passed; building the released networks needs their files (absent in tests)
+        assert "stylegan-voxceleb.pt" in str(err)
+        assert yaml.safe_load((CONFIGS / config).read_text())["model"]["encoders"] == "pretrained"
+        return
+    assert cli.config["model"]["encoders"] == "tiny"
