@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+__all__ = ["Backbone", "BlockSpec", "BottleneckIR", "BottleneckIRSE", "SEModule", "build_body", "get_blocks"]
+
 
 class BlockSpec(NamedTuple):
     """One bottleneck unit: input channels, output channels, stride."""
@@ -111,7 +113,12 @@ class Backbone(nn.Module):
     """
 
     def __init__(
-        self, input_size: int = 112, num_layers: int = 50, drop_ratio: float = 0.6, mode: str = "ir_se", affine=True
+        self,
+        input_size: int = 112,
+        num_layers: int = 50,
+        drop_ratio: float = 0.6,
+        mode: str = "ir_se",
+        affine: bool = True,
     ) -> None:
         super().__init__()
         if input_size not in (112, 224):
