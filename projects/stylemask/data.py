@@ -204,7 +204,9 @@ class StyleMaskDataModule(LightningDataModule):
     """Random latent triplets to train, the official fixed pairs to validate/test, real files to predict.
 
     ``steps_per_epoch`` x ``batch_size`` triplets make an epoch (the paper trains 100k steps of 12).
-    ``val_pairs_path``: ``random_latent_codes_100.npy`` (None: ``num_val_pairs`` pairs from ``seed + 1``).
+    ``val_pairs``: ``"official"`` (``random_latent_codes_100.npy``: ``val_pairs_path`` or the registry's
+    ``stylemask_validation_codes``) or ``"random"`` (``num_val_pairs`` pairs from ``seed + 1``, unless
+    ``val_pairs_path`` is given).
     Predict: ``source``, ``target`` (see ``ReenactmentInputs``), ``align`` (``ffhq`` or ``none``),
     ``input_size`` (the inverter's input, 256 for e4e), ``output_dir`` (default: ``<run folder>/reenactment``),
     ``grid`` (write source | target | reenacted side by side).
@@ -215,6 +217,7 @@ class StyleMaskDataModule(LightningDataModule):
         batch_size: int = 12,
         steps_per_epoch: int = 1000,
         z_dim: int = 512,
+        val_pairs: str = "random",
         val_pairs_path: str | None = None,
         num_val_pairs: int = 100,
         val_batch_size: int = 4,
@@ -239,10 +242,15 @@ class StyleMaskDataModule(LightningDataModule):
 
     def _pairs(self) -> LatentPairs:
         h = self.hparams
-        if h.val_pairs_path:
-            zs, zt = load_validation_pairs(h.val_pairs_path)
+        if h.val_pairs not in ("official", "random"):
+            raise ValueError(f"val_pairs must be 'official' or 'random', got {h.val_pairs!r}")
+        if h.val_pairs == "official" or h.val_pairs_path:
+            from common.weights import resolve
+
+            path = resolve("stylemask_validation_codes", h.val_pairs_path)
+            zs, zt = load_validation_pairs(path)
             if zs.shape[1] != h.z_dim:
-                raise ValueError(f"{h.val_pairs_path}: codes have {zs.shape[1]} dims, the generator takes {h.z_dim}")
+                raise ValueError(f"{path}: codes have {zs.shape[1]} dims, the generator takes {h.z_dim}")
         else:
             g = torch.Generator().manual_seed(h.seed + 1)
             zs = torch.randn(h.num_val_pairs, h.z_dim, generator=g)

@@ -106,6 +106,11 @@ class StyleMaskModule(LightningModule):
         self.register_buffer("mean_latent", mean)
         if mask_net_path:
             self.reenactor.load_official_masknet(mask_net_path)
+        if expression_ranges_path is None and face_models == "real":
+            from common.weights import default_path
+
+            if default_path("stylemask_ffhq_ranges").is_file():
+                expression_ranges_path = str(default_path("stylemask_ffhq_ranges"))
         self.register_buffer(
             "expression_ranges",
             load_expression_ranges(expression_ranges_path) if expression_ranges_path else torch.zeros(0, 2),
@@ -157,13 +162,14 @@ class StyleMaskModule(LightningModule):
         return _freeze(enc)
 
     def _build_lpips(self) -> nn.Module:
-        import lpips
+        from common.face.lpips import LPIPS
 
-        # LPIPS(AlexNet) on [-1, 1] inputs; tiny runs use a random trunk (pnet_rand) so nothing is downloaded.
-        net = lpips.LPIPS(net="alex", pnet_rand=self.hparams.face_models == "tiny", verbose=False)
+        # LPIPS(AlexNet) on [-1, 1] inputs. common/face's wrapper loads the trunk from the registry file (tiny runs
+        # keep a random trunk); its forward runs without gradient, so the loss calls the inner lpips.LPIPS.
+        wrapper = LPIPS("alex", random_backbone=self.hparams.face_models == "tiny")
         if self.hparams.face_models != "tiny":
             self._file_backed.append("lpips.")
-        return _freeze(net)
+        return _freeze(wrapper.model)
 
     def train(self, mode: bool = True) -> StyleMaskModule:
         """Only the mask networks switch to training mode; every frozen network stays in eval mode."""
