@@ -53,15 +53,18 @@ bench: $(addprefix bench-,$(BENCHES)) ## Every benchmark in benchmarks/
 demo-maskcon: $(VENV)/.installed ## MaskCon vs its baselines on the bundled digits (~10 min CPU)
 	$(PY) -m projects.maskcon.demo
 
-bench-maskcon: $(VENV)/.installed
+bench-maskcon: $(VENV)/.installed ## MaskCon training step img/s, memory, FLOP/s: ResNet-18 32 px b128 K=8192 (GPU when present)
 	$(PY) benchmarks/maskcon.py
 
 bench-generator: $(VENV)/.installed ## StyleGAN2 generator img/s, memory, FLOP/s (CPU 256 px; 1024 px on a GPU)
 	$(PY) benchmarks/generator.py
 
-DATASET ?= cifartoy_goodsplit
-reproduce-maskcon: $(VENV)/.installed ## Train+test one MaskCon paper config: make reproduce-maskcon DATASET=cifar100
-	$(PY) -m projects.maskcon.reproduce --dataset $(DATASET)
+# DATASET (cifartoy_good, cifartoy_bad, cifar100, imagenet32, sop_split1, sop_split2, cars196, csv), METHOD
+# (maskcon, selfcon, supcon, grafit, coins), DATA_ROOT (default data), DEVICES (GPUs, DDP when > 1)
+MASKCON_DATASET = $(if $(filter command line,$(origin DATASET)),$(DATASET),cifartoy_good)
+reproduce-maskcon: $(VENV)/.installed ## Train+test one MaskCon paper config: make reproduce-maskcon DATASET=cifar100 METHOD=maskcon
+	$(PY) -m projects.maskcon.reproduce --dataset $(MASKCON_DATASET) --method $(or $(METHOD),maskcon) \
+		$(if $(DATA_ROOT),--data_root $(DATA_ROOT)) --devices $(or $(DEVICES),1)
 
 demo-cgh: $(VENV)/.installed ## CGH vs ReSSL vs random-init encoder on the bundled digits, kNN side by side (CPU)
 	$(PY) -m projects.cgh.demo
