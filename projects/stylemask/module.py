@@ -43,7 +43,8 @@ class StyleMaskModule(LightningModule):
     Generator: ``generator_path`` (rosinality ``.pt``; None = the registry's ``stylegan2_ffhq_1024`` location) or
     ``random_generator=True`` with ``image_size``/``style_dim``/``n_mlp``/``channel_multiplier``/``channel_max``
     (tiny runs). Face networks: ``face_models="real"`` (ArcFace, DECA, FLAME files) or ``"tiny"`` (random
-    stand-ins). Inverter for real images: ``inverter="e4e"`` (``e4e_path``), ``"tiny"`` or ``"none"``.
+    stand-ins) or ``"none"`` (inference only: reenacting needs only the generator, e4e and the masks).
+    Inverter for real images: ``inverter="e4e"`` (``e4e_path``), ``"tiny"`` or ``"none"``.
     ``mask_net_path`` starts from an official-format mask-network file (e.g. the released one).
     ``per_image_analysis`` runs DECA and ArcFace one image at a time as the official code (benchmarks only).
     """
@@ -91,12 +92,16 @@ class StyleMaskModule(LightningModule):
             torch.manual_seed(seed)
             generator = self._build_generator()
             self.reenactor = StyleMaskReenactor(generator, num_layers_control, mix_torgb)
-            self.faces = _freeze(
-                build_face_analyzer(
-                    face_models, arcface_path, deca_path, flame_path, landmark_embedding_path, deca_box, seed
+            self.faces = (
+                None
+                if face_models == "none"
+                else _freeze(
+                    build_face_analyzer(
+                        face_models, arcface_path, deca_path, flame_path, landmark_embedding_path, deca_box, seed
+                    )
                 )
             )
-            if face_models != "tiny":
+            if face_models not in ("tiny", "none"):
                 self._file_backed.append("faces.")
             self.inverter = self._build_inverter()
             self.lpips = self._build_lpips() if lambda_perceptual > 0 else None
@@ -207,6 +212,10 @@ class StyleMaskModule(LightningModule):
 
     def _analyse(self, images: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """3D coefficients and identity embeddings of a batch: one DECA call and one ArcFace call."""
+        if self.faces is None:
+            raise RuntimeError(
+                "face_models='none' builds no ArcFace/DECA: training and evaluation need 'real' or 'tiny'"
+            )
         if not self.hparams.per_image_analysis:
             return self.faces.coefficients(images), self.faces.embed(images)
         parts = [(self.faces.coefficients(x[None]), self.faces.embed(x[None])) for x in images]

@@ -136,3 +136,28 @@ def test_validation_scores_all_official_pairs(shared_data):
     # the official code scored pose/expression on element [0] of each batch only: here that would differ
     first_only = float(ref["pose"][::7].mean())
     assert abs(first_only - got["val/pose"]) > 1e-6
+
+
+def test_predict_aligns_a_real_photo(shared_data, tmp_path):
+    """Real frame (1280x720, one face): MTCNN landmarks, FFHQ alignment, inversion, reenactment, image written."""
+    photo = shared_data / "StelaBou_HyperReenact" / "inference_examples" / "source.png"
+    out = tmp_path / "out"
+    args = ["predict", "--config", TINY, "--model.face_models", "none", "--data.align", "ffhq"]
+    main(
+        [
+            *args,
+            "--data.source",
+            str(photo),
+            "--data.target",
+            str(photo),
+            "--data.grid",
+            "true",
+            "--data.output_dir",
+            str(out),
+        ]
+    )
+    grid = np.asarray(Image.open(out / "source_reenacted_grid.png"))
+    assert grid.shape == (32, 96, 3)
+    # the middle panel is the aligned target photo: a real face crop, not a resize of the whole frame
+    whole = np.asarray(Image.open(photo).convert("RGB").resize((32, 32)))
+    assert np.abs(grid[:, 32:64].astype(float) - whole.astype(float)).mean() > 5
