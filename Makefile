@@ -10,8 +10,8 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 # Projects that take part in `make demo` / `make bench`, in order.
-DEMOS := maskcon cgh hyperreenact
-BENCHES := maskcon generator cgh hyperreenact
+DEMOS := maskcon cgh hyperreenact stylemask dferclip
+BENCHES := maskcon generator cgh hyperreenact stylemask dferclip
 
 export OMP_NUM_THREADS ?= 2
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
@@ -86,3 +86,24 @@ bench-hyperreenact: $(VENV)/.installed ## HyperReenact reenacted frames/s at 256
 
 reproduce-hyperreenact: $(VENV)/.installed ## Released weights on VoxCeleb1 test frames vs the paper (lists what is missing)
 	$(PY) -m projects.hyperreenact.reproduce
+
+demo-stylemask: $(VENV)/.installed ## StyleMask fit+validate+reenact image and video at 32 px, tiny RANDOM networks (~2 min CPU)
+	$(PY) -m projects.stylemask.demo
+
+bench-stylemask: $(VENV)/.installed ## StyleMask training steps/s, batched vs per-image face analysis (CPU, 32 and 256 px)
+	$(PY) benchmarks/stylemask.py
+
+STYLEMASK_ARGS ?=
+reproduce-stylemask: $(VENV)/.installed ## Released mask network: official synthetic validation [+ STYLEMASK_ARGS="--voxceleb DIR"]
+	$(PY) -m projects.stylemask.reproduce $(STYLEMASK_ARGS)
+
+demo-dferclip: $(VENV)/.installed ## DFER-CLIP fit+test on procedural face clips in DFEW's layout, tiny RANDOM CLIP (~5 min CPU)
+	OMP_NUM_THREADS=1 $(PY) -m projects.dferclip.demo
+
+bench-dferclip: $(VENV)/.installed ## DFER-CLIP train step clips/s, memory, FLOP/s: ViT-B/32 16x224 px (CPU b2; GPU fp32/bf16)
+	$(PY) benchmarks/dferclip.py
+
+# DFERCLIP_ARGS e.g. "--protocol official" or "--datasets dfew --folds 1"
+DFERCLIP_ARGS ?=
+reproduce-dferclip: $(VENV)/.installed ## DFEW 5 folds, FERV39k, MAFW 5 folds vs the paper (lists what is missing)
+	$(PY) -m projects.dferclip.reproduce $(DFERCLIP_ARGS)
