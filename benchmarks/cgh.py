@@ -12,12 +12,23 @@ large matmul timed in the same run.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from benchmarks._util import count_flops, fmt_rate, matmul_flops_reference, peak_memory_mb, reset_peak_memory, timeit
-from projects.cgh.module import CGHModule
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._util import (  # noqa: E402
+    count_flops,
+    fmt_rate,
+    matmul_flops_reference,
+    peak_memory_mb,
+    reset_peak_memory,
+    timeit,
+)
+from projects.cgh.module import CGHModule  # noqa: E402
 
 CONFIGS = {
     "r18": dict(arch="resnet18", cifar_stem=True, size=32, batch=256, dim=128, queue=4096),

@@ -334,9 +334,11 @@ def pretrain_transforms(
     if dataset == "digits":
 
         def weak_at(s: int, lo: float = 0.6, hi: float = 1.0) -> list:
+            # the blur hides each image's fixed pixel-noise pattern, an instance shortcut unrelated to the digit
             return [
                 T.RandomResizedCrop(s, scale=(lo, hi), ratio=(0.8, 1.25), antialias=True),
                 T.RandomAffine(degrees=0, translate=(0.1, 0.1)),
+                T.GaussianBlur(3, sigma=(0.5, 1.0)),
             ]
 
         def strong_at(s: int, lo: float = 0.6, hi: float = 1.0) -> T.Compose:
@@ -344,7 +346,7 @@ def pretrain_transforms(
                 [
                     *weak_at(s, lo, hi),
                     T.RandomApply([T.ColorJitter(0.4, 0.4)], p=0.8),
-                    AddGaussianNoise(0.1, 0.5),
+                    AddGaussianNoise(0.15, 0.8),
                     norm,
                     T.RandomErasing(p=0.5, scale=(0.02, 0.15), value=0.0),
                 ]

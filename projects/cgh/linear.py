@@ -25,7 +25,12 @@ _ARCH_KEYS = ("arch", "cifar_stem", "in_channels", "width")
 
 
 def load_pretrained_backbone(path: str | Path, prefix: str = BACKBONE_PREFIX) -> tuple[dict[str, Tensor], dict]:
-    """Backbone state dict (prefix removed) and hyperparameters of a CGH pretraining checkpoint."""
+    """Backbone state dict (torchvision key names) and hyperparameters of a pretraining checkpoint.
+
+    Accepts a paperlab CGH/ReSSL checkpoint (``state_dict`` with ``student.backbone.*``) or one written by
+    the official code (``{"net": {"module.encoder_q.<torchvision key>": ...}}``, the projection ``fc.*``
+    dropped; no hyperparameters). Loaded with ``weights_only=True``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: pretraining checkpoint not found")
@@ -33,9 +38,19 @@ def load_pretrained_backbone(path: str | Path, prefix: str = BACKBONE_PREFIX) ->
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
+    if "net" in ckpt and isinstance(ckpt["net"], dict):  # official CGH / ReSSL-style checkpoint
+        state = ckpt["net"]
+        for official in ("module.encoder_q.", "encoder_q."):
+            sub = {k[len(official) :]: v for k, v in state.items() if k.startswith(official)}
+            sub = {k: v for k, v in sub.items() if not k.startswith("fc.")}
+            if sub:
+                return sub, {}
+        raise ValueError(f"{path}: official checkpoint without 'module.encoder_q.*' weights")
+    state = ckpt.get("state_dict")
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: no state_dict in the checkpoint")
+        raise ValueError(f"{path}: no state_dict in the checkpoint (keys: {sorted(ckpt)[:8]})")
     sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not sub:
         raise ValueError(f"{path}: no '{prefix}*' weights (is it a CGH pretraining checkpoint?)")
