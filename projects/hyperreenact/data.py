@@ -278,6 +278,7 @@ class VoxCelebDataModule(LightningDataModule):
         synthetic_videos: int = 2,
         synthetic_frames: int = 4,
         synthetic_truncation: float = 0.7,
+        synthetic_pose_scale: float = 0.5,
         synthetic_mean_latent_samples: int = 4096,
         tiny_generator: dict | None = None,
         predict_source: str | None = None,
@@ -304,6 +305,7 @@ class VoxCelebDataModule(LightningDataModule):
                 hp.synthetic_frames,
                 seed=hp.seed,
                 truncation=hp.synthetic_truncation,
+                pose_scale=hp.synthetic_pose_scale,
                 mean_latent_samples=hp.synthetic_mean_latent_samples,
             )
 
