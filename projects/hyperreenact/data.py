@@ -147,6 +147,30 @@ class ReenactmentPairs(Dataset):
         return out
 
 
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Shuffles with a generator seeded by ``(seed, epoch)`` and passes the epoch to the dataset's pairing.
+
+    Lightning calls ``set_epoch`` before each epoch's iterator is created, so workers see the new epoch and a
+    resumed run draws the same orders and pairs as an uninterrupted one.
+    """
+
+    def __init__(self, dataset: ReenactmentPairs, seed: int = 0, shuffle: bool = True) -> None:
+        self.dataset, self.seed, self.shuffle, self.epoch = dataset, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(len(self.dataset)))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(len(self.dataset), generator=g).tolist())
+
+
 class EvaluationPairs(Dataset):
     """Evaluation items on the test split.
 
@@ -322,12 +346,10 @@ class VoxCelebDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
-        if self.trainer is not None:
-            self.train_set.set_epoch(self.trainer.current_epoch)
         return DataLoader(
             self.train_set,
             batch_size=self.hparams.batch_size,
-            shuffle=True,
+            sampler=EpochSampler(self.train_set, self.hparams.seed),
             num_workers=self.hparams.num_workers,
             drop_last=len(self.train_set) >= self.hparams.batch_size,
         )

@@ -226,3 +226,42 @@ def test_every_config_parses(config):
         assert yaml.safe_load((CONFIGS / config).read_text())["model"]["encoders"] == "pretrained"
         return
     assert cli.config["model"]["encoders"] == "tiny"
+
+
+def test_pairs_change_with_the_epoch_and_repeat_for_the_same_epoch(tmp_path):
+    from projects.hyperreenact.data import EpochSampler, ReenactmentPairs
+
+    dm = _tiny_data(tmp_path / "syn")
+    dm.prepare_data()
+    ds = ReenactmentPairs(dm.hparams.root, "train", 32, seed=0)
+    sampler = EpochSampler(ds, seed=0)
+    sampler.set_epoch(0)
+    order0, item0 = list(sampler), ds[0]
+    sampler.set_epoch(1)
+    order1, item1 = list(sampler), ds[0]
+    assert sorted(order0) == sorted(order1) == list(range(len(ds))) and order0 != order1
+    assert not torch.equal(item0["cross"], item1["cross"]) or not torch.equal(item0["target"], item1["target"])
+    sampler.set_epoch(0)
+    assert list(sampler) == order0 and torch.equal(ds[0]["cross"], item0["cross"])
+    # the same-video target is another frame of the source's video, the cross frame another identity's
+    v, f = ds.index[0]
+    assert len(ds.videos[v].frames) > 1
+
+
+def test_resume_continues_the_curriculum(tmp_path, monkeypatch):
+    from projects.hyperreenact.main import main
+
+    seen: list[tuple[int, str]] = []
+    orig = HyperReenactModule.reenact_and_losses
+
+    def spy(self, batch, phase):
+        seen.append((self.global_step, phase))
+        return orig(self, batch, phase)
+
+    monkeypatch.setattr(HyperReenactModule, "reenact_and_losses", spy)
+    base = ["--config", str(CONFIGS / "tiny.yaml"), f"--data.root={tmp_path / 'syn'}", "--trainer.limit_val_batches=0"]
+    base += ["--model.inversion_steps=2", "--model.self_steps=2"]
+    main(["fit", *base, "--trainer.max_steps=3"])
+    ckpt = next(Path(tmp_path / "runs").rglob("last.ckpt"))
+    main(["fit", *base, "--trainer.max_steps=5", f"--ckpt_path={ckpt}"])
+    assert seen == [(0, "inversion"), (1, "inversion"), (2, "self"), (3, "self"), (4, "cross")]
