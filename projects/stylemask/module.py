@@ -40,7 +40,7 @@ def _freeze(module: nn.Module) -> nn.Module:
 class StyleMaskModule(LightningModule):
     """StyleMask (Bounareli et al., FG 2023). Hyperparameters default to the official FFHQ-1024 training.
 
-    Generator: ``generator_path`` (rosinality ``.pt``; None = the registry's ``stylegan2_ffhq_1024`` location) or
+    Generator: ``generator_path`` (rosinality ``.pt``; None = the registry's ``stylemask_stylegan2_ffhq_1024`` location) or
     ``random_generator=True`` with ``image_size``/``style_dim``/``n_mlp``/``channel_multiplier``/``channel_max``
     (tiny runs). Face networks: ``face_models="real"`` (ArcFace, DECA, FLAME files) or ``"tiny"`` (random
     stand-ins) or ``"none"`` (inference only: reenacting needs only the generator, e4e and the masks).
