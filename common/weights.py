@@ -283,6 +283,39 @@ register(
 )
 
 # --- dferclip ---------------------------------------------------------------------------------
+register(
+    Artifact(
+        name="openai_clip_vit_b32",
+        filename="ViT-B-32.pt",
+        source="https://openaipublic.azureedge.net/clip/models/"
+        "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt (OpenAI CLIP release)",
+        licence="MIT (openai/CLIP)",
+        users=("dferclip",),
+        sha256="40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+        description="OpenAI CLIP ViT-B/32 (TorchScript archive); DFER-CLIP fine-tunes its image encoder",
+        notes=(
+            "an open_clip-format state dict of the same weights (timm/vit_base_patch32_clip_224.openai) also loads;"
+            " pass its path as --model.clip_weights",
+        ),
+    )
+)
+for _ds, _folds in (("dfew", 5), ("ferv39k", 1), ("mafw", 5)):
+    for _k in range(1, _folds + 1):
+        _suffix = f"_set{_k}" if _folds > 1 else ""
+        register(
+            Artifact(
+                name=f"dferclip_{_ds}{_suffix}",
+                filename=f"{_ds}{_suffix}_model_best.pth",
+                source="Google Drive link for this dataset/fold in the README of github.com/zengqunzhao/DFER-CLIP"
+                " (save the file under this name)",
+                licence="not stated by the authors (research use)",
+                users=("dferclip",),
+                sha256=None,
+                description=f"the authors' released DFER-CLIP checkpoint, {_ds.upper()}"
+                + (f" fold {_k}" if _folds > 1 else ""),
+                subdir="dferclip",
+            )
+        )
 
 # --- stylemask --------------------------------------------------------------------------------
 register(

@@ -1,0 +1,119 @@
+"""Loading the authors' checkpoint format: built here from random tensors under the official key names."""
+
+import pickle
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+import __main__
+from projects.dferclip.checkpoint import load_official_checkpoint, map_official_state_dict
+from projects.dferclip.model import build_clip
+from projects.dferclip.text import class_texts
+
+CLIP_CFG = dict(embed_dim=48, image_size=32, patch_size=8, vision_width=64, vision_layers=2, text_width=64,
+                text_layers=1)  # fmt: skip
+N_CLS, N_CTX, DEPTH, FRAMES, MLP = 7, 3, 2, 6, 40
+
+
+class RecorderMeter:
+    """Mimics the official training-curve helper (pickled as __main__.RecorderMeter)."""
+
+    def __init__(self, n):
+        self.total_epoch, self.current_epoch = n, 3
+        self.epoch_losses = np.zeros((n, 2), dtype=np.float32)
+        self.epoch_accuracy = np.ones((n, 2), dtype=np.float32)
+
+
+def _official_state_dict():
+    """A GenerateModel-like DataParallel state dict, every tensor random, written from the official key names."""
+    g = torch.Generator().manual_seed(0)
+    clip = build_clip(CLIP_CFG)
+    clip_sd = {k: torch.randn(v.shape, generator=g) for k, v in clip.state_dict().items()}
+    sd = {f"clip_model_.{k}": v for k, v in clip_sd.items()}
+    sd.update({"image_encoder." + k[len("visual.") :]: v for k, v in clip_sd.items() if k.startswith("visual.")})
+    for k, v in clip_sd.items():
+        if k.startswith(("transformer.", "ln_final.")) or k in ("positional_embedding", "text_projection"):
+            sd["text_encoder." + k] = v
+    tok = open_clip.tokenize(["X " * N_CTX + t for t in class_texts(N_CLS)])
+    emb = torch.nn.functional.embedding(tok, clip_sd["token_embedding.weight"])
+    sd["prompt_learner.ctx"] = torch.randn(N_CLS, N_CTX, 64, generator=g)
+    sd["prompt_learner.token_prefix"] = emb[:, :1]
+    sd["prompt_learner.token_suffix"] = emb[:, 1 + N_CTX :]
+    d, inner = 48, 2 * 64  # dim = CLIP embed dim; 2 heads of 64
+    sd["temporal_net.cls_token"] = torch.randn(1, 1, d, generator=g)
+    sd["temporal_net.pos_embedding"] = torch.randn(1, FRAMES + 1, d, generator=g)
+    for i in range(DEPTH):
+        p = f"temporal_net.temporal_transformer.layers.{i}."
+        shapes = {
+            "0.fn.norm.weight": (d,), "0.fn.norm.bias": (d,), "0.fn.fn.to_qkv.weight": (3 * inner, d),
+            "0.fn.fn.to_out.0.weight": (d, inner), "0.fn.fn.to_out.0.bias": (d,),
+            "1.fn.norm.weight": (d,), "1.fn.norm.bias": (d,), "1.fn.fn.net.0.weight": (MLP, d),
+            "1.fn.fn.net.0.bias": (MLP,), "1.fn.fn.net.3.weight": (d, MLP), "1.fn.fn.net.3.bias": (d,),
+        }  # fmt: skip
+        sd.update({p + k: torch.randn(s, generator=g) for k, s in shapes.items()})
+    return {"module." + k: v for k, v in sd.items()}
+
+
+@pytest.fixture
+def official_ckpt(tmp_path, monkeypatch):
+    monkeypatch.setattr(RecorderMeter, "__module__", "__main__")
+    monkeypatch.setattr(__main__, "RecorderMeter", RecorderMeter, raising=False)
+    sd = _official_state_dict()
+    ckpt = {"epoch": 17, "state_dict": sd, "best_acc": torch.tensor(71.2), "optimizer": {"state": {}, "param_groups": [
+        {"lr": 1e-2, "momentum": 0.9, "params": [0, 1]}]}, "recorder": RecorderMeter(50)}  # fmt: skip
+    path = tmp_path / "model_best.pth"
+    torch.save(ckpt, path)
+    return path, sd
+
+
+def test_official_checkpoint_loads_exact_weights(official_ckpt):
+    path, sd = official_ckpt
+    model, arch = load_official_checkpoint(path)
+    assert arch["clip"]["vision_layers"] == 2 and arch["clip"]["embed_dim"] == 48 and arch["clip"]["patch_size"] == 8
+    assert arch["clip"]["image_size"] == 32 and arch["clip"]["text_layers"] == 1
+    assert (arch["num_classes"], arch["n_ctx"], arch["temporal_layers"], arch["num_frames"]) == (7, 3, 2, 6)
+    assert arch["temporal_heads"] == 2 and arch["temporal_mlp_dim"] == MLP and arch["class_specific_contexts"]
+    assert arch["text_type"] == "class_descriptor" and arch["epoch"] == 17 and arch["best_acc"] == pytest.approx(71.2)
+    ours = model.state_dict()
+    mapped = map_official_state_dict({k[len("module.") :]: v for k, v in sd.items()})
+    assert set(mapped) == set(ours)  # key for key
+    for k, v in mapped.items():
+        assert torch.equal(ours[k], v), k
+    # spot checks of the temporal mapping and the image tower
+    assert torch.equal(
+        model.temporal_net.blocks[1].fc2.bias,
+        sd["module.temporal_net.temporal_transformer.layers.1.1.fn.fn.net.3.bias"],
+    )
+    assert torch.equal(model.image_encoder.conv1.weight, sd["module.clip_model_.visual.conv1.weight"])
+    logits = model.eval()(torch.rand(1, 6, 3, 32, 32))
+    assert logits.shape == (1, 7) and torch.isfinite(logits).all()
+
+
+def test_text_type_read_from_embeddings(tmp_path):
+    sd = _official_state_dict()
+    emb = sd["module.clip_model_.token_embedding.weight"]
+    tok = open_clip.tokenize(["X " * N_CTX + t for t in class_texts(N_CLS, "class_names")])
+    e = torch.nn.functional.embedding(tok, emb)
+    sd["module.prompt_learner.token_prefix"], sd["module.prompt_learner.token_suffix"] = e[:, :1], e[:, 1 + N_CTX :]
+    path = tmp_path / "names.pth"
+    torch.save({"state_dict": sd}, path)
+    _, arch = load_official_checkpoint(path)
+    assert arch["text_type"] == "class_names"
+
+
+def test_refuses_arbitrary_pickles(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed!",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {}, "payload": Evil()}, path, pickle_module=pickle)
+    with pytest.raises(RuntimeError, match=r"evil\.pth: cannot load as an official DFER-CLIP checkpoint"):
+        load_official_checkpoint(path)
+
+
+def test_unknown_key_is_reported():
+    with pytest.raises(KeyError, match="temporal_net.extra"):
+        map_official_state_dict({"temporal_net.extra": torch.zeros(1)})
