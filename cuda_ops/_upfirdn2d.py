@@ -117,31 +117,23 @@ def _upfirdn2d_pass(x: torch.Tensor, w: torch.Tensor, up, down, pad, out_hw) -> 
     kh, kw = w.shape
     Lx, Sx, Qx, plan_x = _axis_plan(outW, upx, downx, px0, kw)
     Ly, Sy, Qy, plan_y = _axis_plan(outH, upy, downy, py0, kh)
-    out = None if Lx == 1 and Ly == 1 else x.new_empty([N, C, Qy, Ly, Qx, Lx])
     # On CPU a small depthwise convolution costs per output pixel almost whatever its taps, so without a
-    # down-stride a sum of scaled shifted views of one padded buffer (cost per tap) is faster; it needs the
-    # taps as numbers, hence not when the filter itself requires grad. Strided (downsampling) phases use a
-    # strided convolution of a contiguous buffer whose receptive field starts at index 0.
-    shift_add = x.device.type == "cpu" and Sx == Sy == 1 and not w.requires_grad
-    if shift_add:
-        lo_y = min(cy for cy, _ in plan_y)
-        lo_x = min(cx for cx, _ in plan_x)
-        hi_y = max(cy + Qy - 1 + max(len(ky), 1) for cy, ky in plan_y)
-        hi_x = max(cx + Qx - 1 + max(len(kx), 1) for cx, kx in plan_x)
-        p = [-lo_x, hi_x - W, -lo_y, hi_y - H]
-        xp = F.pad(x, p) if any(p) else x
+    # down-stride a sum of scaled shifted views (cost per tap) is faster; it needs the taps as numbers, hence
+    # not when the filter itself requires grad. Strided (downsampling) phases use a strided convolution of a
+    # contiguous buffer whose receptive field starts at index 0.
+    if x.device.type == "cpu" and Sx == Sy == 1 and not w.requires_grad:
+        y = _shift_add_pass(x, w, plan_y, plan_x, Ly, Lx, Qy, Qx)
+        return y[:, :, :outH, :outW]
+    out = None if Lx == 1 and Ly == 1 else x.new_empty([N, C, Qy, Ly, Qx, Lx])
     y = None
     for ry, (cy, ky) in enumerate(plan_y):
         for rx, (cx, kx) in enumerate(plan_x):
-            sub = w[ky][:, kx]
             if not ky or not kx:  # no tap of this phase lands on an input pixel
                 term = x.new_zeros([N, C, Qy, Qx])
-            elif shift_add:
-                src = xp[:, :, cy - lo_y :, cx - lo_x :]
-                term = _shift_add(src, sub.tolist(), 1, 1, Qy, Qx)
             else:
                 end_y, end_x = cy + Sy * (Qy - 1) + len(ky), cx + Sx * (Qx - 1) + len(kx)
                 p = [-cx, end_x - W, -cy, end_y - H]
+                sub = w[ky][:, kx]
                 weight = sub.expand(C, 1, *sub.shape).contiguous()
                 if p[0] >= max(p[1], 0) and p[2] >= max(p[3], 0):  # conv's own zero padding, no copy
                     term = F.conv2d(x, weight, stride=(Sy, Sx), padding=(p[2], p[0]), groups=C)
@@ -157,17 +149,38 @@ def _upfirdn2d_pass(x: torch.Tensor, w: torch.Tensor, up, down, pad, out_hw) -> 
     return y[:, :, :outH, :outW]
 
 
-def _shift_add(src: torch.Tensor, taps: list[list[float]], Sy: int, Sx: int, Qy: int, Qx: int) -> torch.Tensor:
-    """Strided correlation ``sum_ab taps[a][b] * src[q*Sy + a, p*Sx + b]`` as a sum of scaled views."""
-    acc = None
-    for a, row in enumerate(taps):
-        for b, tap in enumerate(row):
-            view = src[:, :, a : a + Sy * (Qy - 1) + 1 : Sy, b : b + Sx * (Qx - 1) + 1 : Sx]
-            if acc is None:
-                acc = view * tap
-            else:
-                acc = acc.add_(view, alpha=tap)
-    return acc
+# Planes are processed in chunks of about this many input bytes so the temporaries stay in cache.
+_CHUNK_BYTES = 256 * 1024
+
+
+def _shift_add_pass(x: torch.Tensor, w: torch.Tensor, plan_y, plan_x, Ly, Lx, Qy, Qx) -> torch.Tensor:
+    """Stride-1 polyphase pass as sums of scaled shifted views, chunked over the N*C planes."""
+    N, C, H, W = x.shape
+    lo_y = min(cy for cy, _ in plan_y)
+    lo_x = min(cx for cx, _ in plan_x)
+    hi_y = max(cy + Qy - 1 + max(len(ky), 1) for cy, ky in plan_y)
+    hi_x = max(cx + Qx - 1 + max(len(kx), 1) for cx, kx in plan_x)
+    pad = [-lo_x, hi_x - W, -lo_y, hi_y - H]
+    taps = [[w[ky][:, kx].tolist() if ky and kx else None for _, kx in plan_x] for _, ky in plan_y]
+    planes = x.reshape(N * C, H, W)
+    out = x.new_empty([N * C, Qy, Ly, Qx, Lx])
+    chunk = max(1, _CHUNK_BYTES // max(1, (hi_y - lo_y) * (hi_x - lo_x) * x.element_size()))
+    for p0 in range(0, N * C, chunk):
+        xc = planes[p0 : p0 + chunk]
+        xp = F.pad(xc, pad) if any(pad) else xc
+        for ry, (cy, _) in enumerate(plan_y):
+            for rx, (cx, _) in enumerate(plan_x):
+                if taps[ry][rx] is None:  # no tap of this phase lands on an input pixel
+                    out[p0 : p0 + chunk, :, ry, :, rx] = 0
+                    continue
+                src = xp[:, cy - lo_y :, cx - lo_x :]
+                acc = None
+                for a, row in enumerate(taps[ry][rx]):
+                    for b, tap in enumerate(row):
+                        view = src[:, a : a + Qy, b : b + Qx]
+                        acc = view * tap if acc is None else acc.add_(view, alpha=tap)
+                out[p0 : p0 + chunk, :, ry, :, rx] = acc
+    return out.reshape(N, C, Qy * Ly, Qx * Lx)
 
 
 def upfirdn2d_ref(

@@ -59,6 +59,7 @@ FILTERS = {
     "2d4x4": torch.arange(16, dtype=torch.float64).reshape(4, 4).cos(),
 }
 PADDINGS = [0, 2, [1, 2], [2, 1, -1, 3], [-1, 2, 3, -2]]
+FLIP_GAIN = [(False, 1.0), (True, 2.5), (False, 0.5)]
 
 
 @pytest.mark.parametrize("up,down", [(1, 1), (2, 1), (1, 2), ([2, 1], [1, 2]), (3, 2), (2, 2), (4, 1), (1, 4)])
@@ -66,7 +67,7 @@ def test_against_direct_definition(up, down):
     torch.manual_seed(0)
     x = torch.randn(2, 3, 9, 7, dtype=torch.float64)
     checked = 0
-    for (fname, f), padding, flip, gain in itertools.product(FILTERS.items(), PADDINGS, [False, True], [1.0, 2.5]):
+    for (fname, f), padding, (flip, gain) in itertools.product(FILTERS.items(), PADDINGS, FLIP_GAIN):
         expected = direct_upfirdn2d(x, f, up, down, as4(padding), flip, gain)
         if min(expected.shape) == 0:
             continue
@@ -75,7 +76,7 @@ def test_against_direct_definition(up, down):
         err = (y - expected).abs().max().item()
         assert err < 1e-10, (fname, padding, flip, gain, err)
         checked += 1
-    assert checked >= 60
+    assert checked >= 30
 
 
 def test_float32_and_channels_last():
