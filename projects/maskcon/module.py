@@ -124,24 +124,23 @@ class MaskConModule(LightningModule):
         """Fill the queue with key embeddings of real training images (the official ``initiate_memorybank``).
 
         Key views go through the key encoder in train mode, as in the official code; every rank's batch is
-        enqueued (gathered), so ``ceil(K / global batch)`` batches are used.
+        enqueued (gathered), so ``ceil(K / global batch)`` batches are used. When one pass over the training set
+        gives fewer than K keys (Cars196: 8,064 keys for K = 8,192) it starts the pass again (the same views); the
+        official code leaves those rows random, with random labels.
         """
         loader = self.trainer.train_dataloader
-        needed = self.hparams.queue_size
-        written = 0
-        for batch in loader:
-            (xk, _), coarse, fine, _ = self.trainer.strategy.batch_to_device(batch, self.device)
-            _, k = self.encoder_k(xk)
-            y = fine if self.hparams.train_labels == "fine" else coarse
-            self.queue.enqueue(k, y)
-            written += k.shape[0] * world_size()
-            if written >= needed:
-                break
-        if written < needed:
-            raise RuntimeError(
-                f"the training set gives only {written} keys per epoch, fewer than queue_size={needed}; "
-                "lower model.queue_size"
-            )
+        needed, written = self.hparams.queue_size, 0
+        while written < needed:
+            before = written
+            for batch in loader:
+                (xk, _), coarse, fine, _ = self.trainer.strategy.batch_to_device(batch, self.device)
+                _, k = self.encoder_k(xk)
+                self.queue.enqueue(k, fine if self.hparams.train_labels == "fine" else coarse)
+                written += k.shape[0] * world_size()
+                if written >= needed:
+                    break
+            if written == before:
+                raise RuntimeError("the training data loader is empty: cannot fill the queue")
         self.queue_ready.fill_(True)
 
     def configure_optimizers(self):

@@ -87,6 +87,13 @@ def test_resume_after_kill_matches_straight_run(tmp_path, kill_step):
     assert int(resumed.queue.ptr) == int(straight.queue.ptr)
 
 
+def test_queue_filled_from_real_keys_even_when_larger_than_the_data():
+    model = _fit(["--trainer.max_steps=1", "--model.queue_size=80", "--data.limit_train=64"])
+    assert model.queue_ready and model.queue.num_filled == 80
+    assert (model.queue.labels >= 0).all()  # every row holds a real key with its coarse label
+    assert int(model.queue.ptr) == (64 + 32 + 32) % 80  # init: a pass of 2 batches of 32 and 1 more; step: 1 batch
+
+
 def test_warmup_cosine_schedule():
     assert warmup_cosine(0, 10, 100) == 0.0
     assert warmup_cosine(5, 10, 100) == pytest.approx(0.5)
