@@ -283,7 +283,7 @@ class HyperReenactModule(LightningModule):
             self.log(f"train/{k}", v, batch_size=bs)
         return loss
 
-    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+    def _eval_step(self, batch: Mapping[str, Tensor], stage: str) -> None:
         """Self-reenactment of the test split (first frame as source): L1 on [-1, 1] and identity cosine."""
         out = self.net(
             batch["source"], batch["source_lm5"], batch["target"], batch["target_box"], batch.get("source_w")
@@ -291,11 +291,14 @@ class HyperReenactModule(LightningModule):
         emb_t, _ = self.net.app_encoder(batch["target"], batch["target_lm5"])
         emb_o, _ = self.net.app_encoder(out["image"].clamp(-1, 1), batch["target_lm5"])
         bs = batch["source"].shape[0]
-        self.log("val/l1", (out["image"] - batch["target"]).abs().mean(), batch_size=bs)
-        self.log("val/csim", torch.cosine_similarity(emb_o, emb_t, dim=1).mean(), batch_size=bs)
+        self.log(f"{stage}/l1", (out["image"] - batch["target"]).abs().mean(), batch_size=bs)
+        self.log(f"{stage}/csim", torch.cosine_similarity(emb_o, emb_t, dim=1).mean(), batch_size=bs)
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
 
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self.validation_step(batch, batch_idx)
+        self._eval_step(batch, "test")
 
     def configure_callbacks(self) -> list[Callback]:
         return [ReenactmentWriter()]

@@ -184,6 +184,8 @@ def test_fit_then_predict_from_the_checkpoint(tmp_path):
     state = torch.load(ckpts[0], map_location="cpu", weights_only=False)["state_dict"]
     for k, v in m.state_dict().items():
         assert torch.equal(v, state[k]), k
+    cli = main(["test", "--config", str(CONFIGS / "tiny.yaml"), f"--data.root={root}", f"--ckpt_path={ckpts[0]}"])
+    assert {"test/l1", "test/csim"} <= set(cli.trainer.callback_metrics)
     # predict through the CLI on a folder of pre-cropped frames (fixed landmarks: synthetic faces)
     frames = sorted((root / "test").rglob("*.png"))
     driving = tmp_path / "driving"
