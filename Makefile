@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 # Projects that take part in `make demo` / `make bench`, in order.
 DEMOS := maskcon cgh hyperreenact stylemask dferclip
-BENCHES := maskcon generator cgh hyperreenact stylemask dferclip
+BENCHES := maskcon generator cgh hyperreenact stylemask dferclip ops
 
 export OMP_NUM_THREADS ?= 2
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
@@ -58,6 +58,9 @@ bench-maskcon: $(VENV)/.installed ## MaskCon training step img/s, memory, FLOP/s
 
 bench-generator: $(VENV)/.installed ## StyleGAN2 generator img/s, memory, FLOP/s (CPU 256 px; 1024 px on a GPU)
 	$(PY) benchmarks/generator.py
+
+bench-ops: $(VENV)/.installed ## cuda_ops: upsample2d/downsample2d/bias_act ref vs straightforward (CPU), kernels GB/s (GPU); OPS_ARGS=--small
+	$(PY) benchmarks/ops.py $(OPS_ARGS)
 
 # DATASET (cifartoy_good, cifartoy_bad, cifar100, imagenet32, sop_split1, sop_split2, cars196, csv), METHOD
 # (maskcon, selfcon, supcon, grafit, coins), DATA_ROOT (default data), DEVICES (GPUs, DDP when > 1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
@@ -71,8 +72,15 @@ def time_interleaved(fns: dict, iters: int, device: str) -> dict:
     return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in fns}
 
 
+def current_rss_mb() -> float:
+    """Resident set size now (Linux /proc/self/statm), MiB."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def peak_of(fn, device: str) -> float | None:
-    """Peak memory (MiB) while running fn once: allocator peak on CUDA, peak RSS on Linux CPU."""
+    """Peak memory (MiB) while running fn once: allocator peak on CUDA, peak RSS growth over the RSS before
+    the call on Linux CPU (the peak is reset first; n/a elsewhere)."""
     if device == "cuda":
         torch.cuda.synchronize()
         reset_peak_memory(device)
@@ -81,8 +89,9 @@ def peak_of(fn, device: str) -> float | None:
         return peak_memory_mb(device)
     if not reset_cpu_peak():
         return None
+    base = current_rss_mb()
     fn()
-    return peak_memory_mb(device)
+    return max(0.0, peak_memory_mb(device) - base)
 
 
 def cases(shape, device: str, dtype: torch.dtype):
@@ -127,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print("\n== CPU: cuda_ops reference vs straightforward zero-insert + pad + full conv (float32) ==")
     header = f"{'op':<16} {'shape':<20} {'ref ms':>9} {'naive ms':>9} {'ratio':>6} {'cpu ratio':>9}"
-    print(header + f" {'max|diff|':>10} {'ref MiB':>8} {'naive MiB':>9}")
+    print(header + f" {'max|diff|':>10} {'ref +MiB':>8} {'naive +MiB':>10}")
     for shape in shapes:
         for name, ours, naive, _ in cases(shape, "cpu", torch.float32):
             diff = (ours("ref") - naive()).abs().max().item()
@@ -137,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
             fmt_mem = lambda m: f"{m:8.0f}" if m is not None else f"{'n/a':>8}"  # noqa: E731
             print(
                 f"{name:<16} {str(list(shape)):<20} {w_ref * 1e3:9.1f} {w_naive * 1e3:9.1f} {w_naive / w_ref:5.2f}x "
-                f"{c_naive / c_ref:8.2f}x {diff:10.2e} {fmt_mem(mem_ref)} {fmt_mem(mem_naive):>9}"
+                f"{c_naive / c_ref:8.2f}x {diff:10.2e} {fmt_mem(mem_ref)} {fmt_mem(mem_naive):>10}"
             )
 
     if args.cpu_only or not torch.cuda.is_available():
