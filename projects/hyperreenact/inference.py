@@ -65,13 +65,13 @@ class FaceCropper:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"{name}: expected an RGB uint8 frame [H,W,3], got {frame.dtype} {frame.shape}")
         if self.mode == "detect":
-            from common.face.align import _landmark_box, landmark_box_crop
+            from common.face.align import landmark_box, landmark_box_crop
 
             det = self.detector.detect(frame, require=True, source=name)
             corners = det.box.reshape(2, 2)
             crop = landmark_box_crop(frame, corners, self.size)
             # the crop's square, to carry the frame's five points and box into crop pixels
-            x1, y1, x2, _ = _landmark_box(corners)
+            x1, y1, x2, _ = landmark_box(corners)
             k = self.size / (x2 - x1)
             origin = np.array([x1, y1], np.float64)
             lm5 = (det.landmarks5 - origin + 0.5) * k - 0.5  # pixel centres at integers (the resize's convention)

@@ -56,13 +56,14 @@ class PoseEncoder(nn.Module):
     pose, cam, ...); images are [-1, 1] and boxes (left, top, right, bottom) in pixels of the input.
     """
 
-    def __init__(self, net: nn.Module, crop_size: int = 224) -> None:
+    def __init__(self, net: nn.Module, crop_size: int = 224, kornia_compat: bool = True) -> None:
         super().__init__()
         self.net = net
         self.crop_size = crop_size
+        self.kornia_compat = kornia_compat  # the official crop samples as kornia 0.4's warp_affine
 
     def forward(self, images: Tensor, boxes: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        x = deca_crop((images.clamp(-1, 1) + 1) / 2, boxes=boxes, size=self.crop_size)
+        x = deca_crop((images.clamp(-1, 1) + 1) / 2, boxes=boxes, size=self.crop_size, kornia_compat=self.kornia_compat)
         fmap = self.net.features(x)
         return self.net.params_from_features(fmap), fmap
 
