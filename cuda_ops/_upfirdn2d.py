@@ -2,9 +2,11 @@
 
 Per channel: insert ``up - 1`` zeros after every pixel, pad (negative = crop), convolve with the FIR filter
 keeping only outputs whose window lies fully inside, keep every ``down``-th pixel. The reference path never
-materialises the zero-inserted image: it splits the work into polyphase components (small depthwise
-convolutions over strided slices of the input), which gives the same sums without the multiplications by
-inserted zeros and without computing the outputs that ``down`` discards.
+materialises the zero-inserted image: it splits the work into polyphase components, each a correlation of
+the input with a sub-filter (on CPU without down-stride: sums of scaled shifted views, in cache-sized chunks
+of planes; otherwise strided depthwise convolutions). That gives the same sums without the multiplications
+by inserted zeros and without computing the outputs that ``down`` discards. Autograd through these torch ops
+gives derivatives of any order.
 """
 
 from __future__ import annotations
