@@ -24,6 +24,16 @@ def config_path(dataset: str, method: str) -> Path:
     return path
 
 
+def _override(overrides: list[str], key: str) -> str | None:
+    """The value of ``--key=value`` or ``--key value`` among the LightningCLI overrides, if given."""
+    for i, arg in enumerate(overrides):
+        if arg.startswith(f"--{key}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{key}" and i + 1 < len(overrides):
+            return overrides[i + 1]
+    return None
+
+
 def missing_inputs(cfg: dict, data_root: str | None) -> list[str]:
     """Messages for every absent input of a config: the data set's files and the pretrained backbone."""
     from common.weights import REGISTRY, MissingWeightsError, resolve
@@ -60,6 +70,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     cfg_file = config_path(args.dataset, args.method)
     cfg = yaml.safe_load(cfg_file.read_text())
+    weights = _override(overrides, "model.backbone_weights")
+    if weights is not None:
+        cfg.setdefault("model", {})["backbone_weights"] = None if weights.lower() in ("null", "none", "") else weights
     problems = missing_inputs(cfg, args.data_root)
     if problems:
         print(f"cannot reproduce {cfg_file.name}; missing inputs:\n" + "\n".join(problems), file=sys.stderr)

@@ -214,3 +214,24 @@ def test_reproduce_without_data_stops_at_once(tmp_path, capsys):
     out = capsys.readouterr().err
     assert "cifar-100-python/train" in out and "cifar-100-python/test" in out and "resnet18-f37072fd.pth" in out
     json.dumps(out)  # plain text
+
+
+@pytest.mark.slow
+def test_reproduce_trains_and_tests_on_a_small_cifar100(tmp_path, capsys):
+    from projects.maskcon import reproduce
+
+    rng = np.random.default_rng(0)
+    fine = np.arange(40) % 20
+    for part in ("train", "test"):
+        _write_pickle(
+            tmp_path / "cifar-100-python" / part,
+            {"data": rng.integers(0, 255, (40, 3072), dtype=np.uint8), "fine_labels": fine.tolist(),
+             "coarse_labels": (fine % 4).tolist()},
+        )  # fmt: skip
+    res = reproduce.main(
+        ["--dataset", "cifar100", "--data_root", str(tmp_path), "--model.backbone_weights=null",
+         "--model.width=4", "--model.queue_size=16", "--data.batch_size=8", "--data.num_workers=0",
+         "--trainer.max_epochs=1", "--trainer.accelerator=cpu", "--model.plot_embeddings=false"]
+    )  # fmt: skip
+    assert 0.0 <= res["test/recall@1"] <= res["test/recall@100"] == 1.0
+    assert "recall@100" in capsys.readouterr().out
