@@ -37,12 +37,19 @@ class UARWAR(MulticlassConfusionMatrix):
     def __init__(self, num_classes: int, **kwargs) -> None:
         super().__init__(num_classes=num_classes, normalize=None, **kwargs)
 
-    def confusion(self) -> Tensor:
-        """The accumulated (synced) confusion matrix ``[C, C]`` of counts."""
+    def _local_confusion(self) -> Tensor:
         return super().compute()
 
+    def confusion(self) -> Tensor:
+        """The accumulated confusion matrix ``[C, C]`` of counts, summed over all ranks under DDP."""
+        if self._is_synced:
+            return self._local_confusion()
+        with self.sync_context():
+            return self._local_confusion().clone()
+
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
-        res = uar_war(self.confusion())
+        # torchmetrics syncs the states around compute(), so the local matrix here is already the global one
+        res = uar_war(self._local_confusion())
         return {"uar": res["uar"], "war": res["war"]}
 
 

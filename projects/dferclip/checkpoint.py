@@ -175,3 +175,20 @@ def load_official_checkpoint(path: str | Path, text_type: str | None = None) -> 
             v = ckpt[k]
             arch[k] = v.item() if isinstance(v, Tensor) else v
     return model, arch
+
+
+def module_from_official_checkpoint(path: str | Path, text_type: str | None = None):
+    """A ``DFERCLIPModule`` holding an official checkpoint, ready for ``Trainer.test`` / ``predict``.
+
+    Its hyperparameters describe the architecture read off the file (``clip_weights`` None), so a Lightning
+    checkpoint saved from it reloads with ``load_from_checkpoint`` as usual.
+    """
+    from projects.dferclip.module import DFERCLIPModule
+
+    model, arch = load_official_checkpoint(path, text_type=text_type)
+    kwargs = {k: arch[k] for k in ("num_classes", "n_ctx", "class_specific_contexts", "temporal_layers",
+                                   "num_frames", "temporal_heads", "temporal_dim_head", "temporal_mlp_dim",
+                                   "text_type")}  # fmt: skip
+    module = DFERCLIPModule(clip_arch=arch["clip"], clip_weights=None, **kwargs)
+    module.model.load_state_dict(model.state_dict())
+    return module

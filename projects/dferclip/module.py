@@ -150,7 +150,12 @@ class DFERCLIPModule(LightningModule):
         ds = getattr(dm, "predict_set", None)
         out = []
         for i, p in zip(index.tolist(), probs):
-            name = str(ds.paths[i]) if hasattr(ds, "paths") else str(getattr(ds, "records", [None] * (i + 1))[i].path)
+            if hasattr(ds, "paths"):
+                name = str(ds.paths[i])
+            elif hasattr(ds, "records"):
+                name = str(ds.records[i].path)
+            else:
+                name = f"clip {i}"
             out.append(format_prediction(name, p, self.class_names))
         return out
 

@@ -91,6 +91,15 @@ def test_official_checkpoint_loads_exact_weights(official_ckpt):
     assert logits.shape == (1, 7) and torch.isfinite(logits).all()
 
 
+def test_official_checkpoint_as_lightning_module(official_ckpt):
+    from projects.dferclip.checkpoint import module_from_official_checkpoint
+
+    path, sd = official_ckpt
+    module = module_from_official_checkpoint(path)
+    assert module.hparams.clip_arch["vision_width"] == 64 and module.hparams.temporal_layers == DEPTH
+    assert torch.equal(module.model.prompt_learner.ctx, sd["module.prompt_learner.ctx"])
+
+
 def test_text_type_read_from_embeddings(tmp_path):
     sd = _official_state_dict()
     emb = sd["module.clip_model_.token_embedding.weight"]

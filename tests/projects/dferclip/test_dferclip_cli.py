@@ -97,3 +97,18 @@ def test_predict_crops_detected_faces(shared_data, tmp_path):
     assert not torch.allclose(with_faces, whole)
     with pytest.raises(FileNotFoundError, match="no video file or frame folder"):
         RawVideoDataset([tmp_path / "missing.mp4"])
+
+
+def test_reproduce_stops_at_once_listing_missing_inputs(tmp_path, monkeypatch, capsys):
+    from projects.dferclip import reproduce
+
+    monkeypatch.chdir(tmp_path)  # no data/, no pretrained/ here
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[3]))
+    assert reproduce.main([]) == 2
+    out = capsys.readouterr().out
+    assert "cannot start" in out and "ViT-B-32.pt" in out and "40d365715913c9da" in out
+    for name in ("DFEW_set_1_train.txt", "FERV39K_train.txt", "MAFW_set_1_train.txt", "data/DFEW/clip_224x224"):
+        assert name in out
+    assert reproduce.main(["--released", "--datasets", "ferv39k"]) == 2
+    out = capsys.readouterr().out
+    assert "dferclip_ferv39k" in out and "ViT-B-32.pt" not in out
