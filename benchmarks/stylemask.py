@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--batch-tiny", type=int, default=12)
     ap.add_argument("--batch-256", type=int, default=2)
     ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps after the FLOP-counting step")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -93,8 +94,8 @@ def main() -> None:
         seconds = {}
         for variant in ("per-image", "batched"):
             step = make_step(size, batch, variant == "per-image", device)
-            flops = count_flops(step)
-            sec = timeit(step, warmup=1, iters=args.iters, device=device)
+            flops = count_flops(step)  # also the first (untimed) step
+            sec = timeit(step, warmup=args.warmup, iters=args.iters, device=device)
             seconds[variant] = sec
             ratio = f"{seconds['per-image'] / sec:7.2f}x" if variant == "batched" else f"{'1.00x':>8}"
             print(

@@ -161,3 +161,34 @@ def test_predict_aligns_a_real_photo(shared_data, tmp_path):
     # the middle panel is the aligned target photo: a real face crop, not a resize of the whole frame
     whole = np.asarray(Image.open(photo).convert("RGB").resize((32, 32)))
     assert np.abs(grid[:, 32:64].astype(float) - whole.astype(float)).mean() > 5
+
+
+@pytest.mark.slow
+def test_predict_whole_real_driving_video(shared_data, tmp_path):
+    """A real 525-frame 25 fps driving video: every frame aligned and reenacted, output at 25 fps."""
+    from common.data.video import video_info
+
+    ex = shared_data / "StelaBou_HyperReenact" / "inference_examples"
+    out = tmp_path / "out"
+    main(
+        [
+            "predict",
+            "--config",
+            TINY,
+            "--model.face_models",
+            "none",
+            "--data.align",
+            "ffhq",
+            "--data.source",
+            str(ex / "source.png"),
+            "--data.target",
+            str(ex / "target_video_1.mp4"),
+            "--data.grid",
+            "true",
+            "--data.output_dir",
+            str(out),
+        ]
+    )
+    n_in, fps_in, _ = video_info(ex / "target_video_1.mp4")
+    n, fps, size = video_info(out / "target_video_1_reenacted.mp4")
+    assert (n, size) == (n_in, (32, 96)) and fps == pytest.approx(fps_in)
