@@ -366,11 +366,13 @@ class StyleMaskModule(LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """Reenact each target with the source: images ``[B,3,output_size,output_size]`` in [-1,1] + metadata."""
         src, tgt = batch["source"], batch["target"]
-        wp_s = self.to_wplus(src, batch["source_kind"][0])
+        n = tgt.shape[0]
+        # one source per call (repeated in the batch): invert and render it once
+        wp_s = self.to_wplus(src[:1], batch["source_kind"][0]).expand(n, -1, -1)
         wp_t = self.to_wplus(tgt, batch["target_kind"][0])
         img_r, _, _ = self.reenactor(wp_s, wp_t)
         size = self.hparams.output_size
-        rec_s = self.generator.synthesis(wp_s, noise="const")
+        rec_s = self.generator.synthesis(wp_s[:1], noise="const").expand(n, -1, -1, -1)
         rec_t = self.generator.synthesis(wp_t, noise="const")
 
         def fit(x: Tensor) -> Tensor:
