@@ -28,7 +28,6 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -285,22 +284,6 @@ class ClipDataset(Dataset):
         return frames_to_tensor(frames, self.normalize), r.label, index
 
 
-def read_frames(path: str | os.PathLike) -> tuple[list[np.ndarray], str]:
-    """All frames of a video file (PyAV) or a frame folder as RGB uint8 arrays, and a description."""
-    path = Path(path)
-    if path.is_dir():
-        files = list_frames(path)
-        if not files:
-            raise FileNotFoundError(f"no image files in frame folder {path}")
-        return [np.asarray(load_image(path / f, f"frame folder {path}")) for f in files], f"frame folder {path}"
-    if path.suffix.lower() in VIDEO_EXTENSIONS or path.is_file():
-        from common.data.video import read_video
-
-        frames, _ = read_video(path)
-        return list(frames), f"video {path}"
-    raise FileNotFoundError(f"no video file or frame folder at {path}")
-
-
 def crop_box(frame: np.ndarray, box: np.ndarray, margin: float = 0.0) -> np.ndarray:
     """Square-ish crop of ``frame [H,W,3]`` at ``box`` (x1, y1, x2, y2), enlarged by ``margin``, clipped."""
     h, w = frame.shape[:2]
@@ -348,10 +331,28 @@ class RawVideoDataset(Dataset):
             self._detector = FaceDetector(device=self.device)
         return self._detector
 
+    def _sampled_frames(self, path: Path) -> tuple[dict[int, np.ndarray], list[int], str]:
+        """The frames at the test-time indices; a video is decoded twice (count, then keep) to bound memory."""
+        if path.is_dir():
+            files = list_frames(path)
+            if not files:
+                raise FileNotFoundError(f"no image files in frame folder {path}")
+            idx = sample_indices(len(files), self.num_frames, train=False)
+            what = f"frame folder {path}"
+            return {i: np.asarray(load_image(path / files[i], what)) for i in set(idx)}, idx, what
+        from common.data.video import iter_video
+
+        n = sum(1 for _ in iter_video(path))
+        if n == 0:
+            raise ValueError(f"video {path}: no decodable frames")
+        idx = sample_indices(n, self.num_frames, train=False)
+        wanted = set(idx)
+        return {i: f for i, f in enumerate(iter_video(path)) if i in wanted}, idx, f"video {path}"
+
     def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
-        frames, what = read_frames(self.paths[index])
+        frames, indices, what = self._sampled_frames(self.paths[index])
         picked = []
-        for i in sample_indices(len(frames), self.num_frames, train=False):
+        for i in indices:
             f = frames[i]
             if self.detect_faces:
                 det = self._detector_().detect(f, require=True, source=f"{what}, frame {i}")

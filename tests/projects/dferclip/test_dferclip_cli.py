@@ -76,11 +76,8 @@ def test_predict_frame_folder_and_video(tiny_data, tmp_path, capsys):
                 "--data.detect_faces=false"])  # fmt: skip
     out = capsys.readouterr().out
     assert f"{folder}: " in out and f"{video}: " in out and "happiness=" in out
-    preds = (
-        [p for batch in cli.trainer.predict_loop.predictions for p in batch]
-        if cli.trainer.predict_loop.predictions
-        else []
-    )
+    preds = [p for batch in cli.trainer.predict_loop.predictions for p in batch]
+    assert [p["input"] for p in preds] == [str(folder), str(video)]
     for p in preds:
         assert sum(p["probs"].values()) == pytest.approx(1.0, abs=1e-5)
 
