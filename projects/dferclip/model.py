@@ -127,8 +127,8 @@ def clip_config_from_state_dict(sd: Mapping[str, Tensor], source: str = "state d
 def load_clip_state_dict(path: str | Path) -> dict[str, Tensor]:
     """OpenAI-layout fp32 CLIP weights from a local file: OpenAI's TorchScript ``ViT-B-32.pt`` or a state dict.
 
-    TorchScript archives are read by ``torch.jit.load`` (no Python unpickling); anything else by
-    ``torch.load(weights_only=True)``. ``module.`` prefixes and a ``state_dict`` wrapper are removed.
+    TorchScript archives are read by ``torch.jit.load`` (no Python unpickling), ``.safetensors`` by safetensors,
+    anything else by ``torch.load(weights_only=True)``. ``module.`` prefixes and a ``state_dict`` wrapper are removed.
     """
     path = Path(path)
     if not path.is_file():
@@ -140,6 +140,10 @@ def load_clip_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         if is_script:
             sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+        elif path.suffix == ".safetensors":  # e.g. open_clip's HF files (safetensors comes with open_clip)
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path), device="cpu")
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file name

@@ -126,3 +126,50 @@ def test_refuses_arbitrary_pickles(tmp_path):
 def test_unknown_key_is_reported():
     with pytest.raises(KeyError, match="temporal_net.extra"):
         map_official_state_dict({"temporal_net.extra": torch.zeros(1)})
+
+
+def test_official_checkpoint_predicts_on_a_frame_folder(official_ckpt, tmp_path):
+    from PIL import Image
+
+    from projects.dferclip.predict import load_model, predict
+
+    path, _ = official_ckpt
+    model, frames, size = load_model(official=str(path))
+    assert (frames, size) == (FRAMES, 32)
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((40, 40, 3), 40 * i, np.uint8)).save(folder / f"{i:03d}.png")
+    (res,) = predict(model, [folder], frames, size, detect_faces=False, echo=False)
+    assert res["input"] == str(folder) and sum(res["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert res["pred"] == max(res["probs"], key=res["probs"].get)
+
+
+def test_pretrained_clip_loaded_at_fit_start_only(tmp_path):
+    from projects.dferclip.module import DFERCLIPModule
+
+    torch.manual_seed(3)
+    clip = build_clip("tiny")
+    path = tmp_path / "clip.pt"
+    torch.save({"state_dict": {"module." + k: v for k, v in clip.state_dict().items()}}, path)
+    tiny = dict(n_ctx=2, temporal_heads=2, temporal_dim_head=16, temporal_mlp_dim=64, num_frames=4)
+    module = DFERCLIPModule(clip_arch="tiny", clip_weights=str(path), **tiny)
+    assert not torch.equal(module.model.image_encoder.conv1.weight, clip.visual.conv1.weight)
+    module.setup("fit")
+    assert torch.equal(module.model.image_encoder.conv1.weight, clip.visual.conv1.weight)
+    assert torch.equal(module.model.text_encoder.text_projection, clip.text_projection)
+    tok = module.model.prompt_learner.tokenized_prompts
+    torch.testing.assert_close(module.model.prompt_learner.token_suffix, clip.token_embedding(tok)[:, 3:])
+    # a restored checkpoint wins: the file is not read again
+    other = DFERCLIPModule(clip_arch="tiny", clip_weights=str(tmp_path / "absent.pt"), **tiny)
+    other.on_load_checkpoint({})
+    other.setup("fit")  # would raise FileNotFoundError if it tried to load
+    with pytest.raises(FileNotFoundError, match="absent.pt"):
+        DFERCLIPModule(clip_arch="tiny", clip_weights=str(tmp_path / "absent.pt"), **tiny).setup("fit")
+    # open_clip's safetensors files load too
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, tmp_path / "clip.safetensors")
+    st = DFERCLIPModule(clip_arch="tiny", clip_weights=str(tmp_path / "clip.safetensors"), **tiny)
+    st.setup("fit")
+    assert torch.equal(st.model.image_encoder.conv1.weight, clip.visual.conv1.weight)
