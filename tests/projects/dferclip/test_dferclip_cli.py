@@ -109,3 +109,15 @@ def test_reproduce_stops_at_once_listing_missing_inputs(tmp_path, monkeypatch, c
     assert reproduce.main(["--released", "--datasets", "ferv39k"]) == 2
     out = capsys.readouterr().out
     assert "dferclip_ferv39k" in out and "ViT-B-32.pt" not in out
+
+
+def test_resume_continues_epochs_and_schedule(tiny_data):
+    args = ["--config", TINY, *_data_args(tiny_data), "--model.milestones=[1]"]
+    first = main(["fit", *args, "--trainer.max_epochs=1"])
+    last = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    steps = first.trainer.global_step
+    resumed = main(["fit", *args, "--trainer.max_epochs=2", "--ckpt_path", str(last)])
+    assert resumed.trainer.current_epoch == 2 and resumed.trainer.global_step == 2 * steps
+    opt = resumed.trainer.optimizers[0]
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3, 1e-6, 1e-4])  # decayed once at epoch 1
+    assert resumed.trainer.lr_scheduler_configs[0].scheduler.last_epoch == 2  # 1 if the schedule had restarted
