@@ -12,6 +12,7 @@ Submodule names follow the official ``GenerateModel`` (``image_encoder``, ``text
 from __future__ import annotations
 
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -139,7 +140,9 @@ def load_clip_state_dict(path: str | Path) -> dict[str, Tensor]:
             is_script = any(n.split("/", 1)[-1].startswith("code/") for n in zf.namelist())
     try:
         if is_script:
-            sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+            with warnings.catch_warnings():  # OpenAI ships TorchScript; torch now warns that jit is deprecated
+                warnings.simplefilter("ignore", FutureWarning)
+                sd = torch.jit.load(str(path), map_location="cpu").state_dict()
         elif path.suffix == ".safetensors":  # e.g. open_clip's HF files (safetensors comes with open_clip)
             from safetensors.torch import load_file
 

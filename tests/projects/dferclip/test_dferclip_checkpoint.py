@@ -166,6 +166,11 @@ def test_pretrained_clip_loaded_at_fit_start_only(tmp_path):
     other.setup("fit")  # would raise FileNotFoundError if it tried to load
     with pytest.raises(FileNotFoundError, match="absent.pt"):
         DFERCLIPModule(clip_arch="tiny", clip_weights=str(tmp_path / "absent.pt"), **tiny).setup("fit")
+    # OpenAI's TorchScript archives (ViT-B-32.pt) are read with torch.jit.load
+    torch.jit.script(clip.eval()).save(str(tmp_path / "clip_jit.pt"))
+    js = DFERCLIPModule(clip_arch="tiny", clip_weights=str(tmp_path / "clip_jit.pt"), **tiny)
+    js.setup("fit")
+    assert torch.equal(js.model.image_encoder.conv1.weight, clip.visual.conv1.weight)
     # open_clip's safetensors files load too
     from safetensors.torch import save_file
 
