@@ -481,11 +481,19 @@ def image_transform(dataset: str, kind: str, image_size: int | None = None) -> C
     )
 
 
+def standardize(x: Tensor) -> Tensor:
+    """Per-image zero mean, unit standard deviation: ``[C, H, W] -> [C, H, W]``."""
+    return (x - x.mean()) / (x.std() + 1e-6)
+
+
 class DigitAugment:
-    """Tensor augmentation for the digits: random shift (zero fill), contrast, pixel dropout and noise.
+    """Tensor augmentation for the digits: random shift (zero fill), contrast, pixel dropout and noise, then per-image
+    standardisation.
 
     ``[1, S, S]`` in [0, 1] -> same shape. The spec's CPU experiment: query = shift 2, contrast, 15 % dropout,
-    noise 0.15; key = shift 1 only.
+    noise 0.15; key = shift 1 only. The standardisation removes each rendered digit's random background level and
+    contrast, which instance discrimination would otherwise latch on to (they identify an image without saying
+    anything about its digit).
     """
 
     def __init__(self, shift: int = 1, contrast: float = 0.0, dropout: float = 0.0, noise: float = 0.0) -> None:
@@ -509,7 +517,7 @@ class DigitAugment:
             x = x * (torch.rand_like(x) >= self.dropout)
         if self.noise:
             x = x + self.noise * torch.randn_like(x)
-        return x
+        return standardize(x)
 
     def __repr__(self) -> str:
         return f"DigitAugment(shift={self.shift}, contrast={self.contrast}, dropout={self.dropout}, noise={self.noise})"
@@ -518,7 +526,7 @@ class DigitAugment:
 DIGIT_AUGMENTS = {
     "strong": DigitAugment(shift=2, contrast=0.3, dropout=0.15, noise=0.15),
     "weak": DigitAugment(shift=1),
-    "test": None,
+    "test": standardize,
 }
 
 

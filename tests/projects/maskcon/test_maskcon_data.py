@@ -160,6 +160,9 @@ def test_digits_views_reproducible_and_epoch_dependent():
     assert not torch.equal(q1, q3)
     x, c, f, i = dm.test_set[2]
     assert x.shape == (1, 12, 12) and i == 2
+    # every view is standardised per image (no background/contrast shortcut for instance discrimination)
+    for v in (k1, q1, x):
+        assert abs(float(v.mean())) < 1e-5 and float(v.std()) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_sampler_shards_and_resumes():
