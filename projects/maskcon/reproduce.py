@@ -85,8 +85,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         extra += [f"--trainer.devices={args.devices}", "--trainer.strategy=ddp", "--trainer.sync_batchnorm=true"]
     extra += overrides
     cli = maskcon_main(["fit", "--config", str(cfg_file), *extra])
-    ckpt_cb = cli.trainer.checkpoint_callback
-    ckpt = ckpt_cb.best_model_path or ckpt_cb.last_model_path
+    ckpt_cb = cli.trainer.checkpoint_callback  # the best-on-val/recall@1 one (see MaskConModule.configure_callbacks)
+    last = Path(cli.trainer.log_dir or ".") / "checkpoints" / "last.ckpt"
+    ckpt = ckpt_cb.best_model_path or (str(last) if last.is_file() else "")
     res = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt or None, verbose=False)[0]
     if cli.trainer.is_global_zero:
         print(f"\n{cfg_file.stem}: fine-label retrieval on the test split, checkpoint {ckpt}")

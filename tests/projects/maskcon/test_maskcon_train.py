@@ -27,9 +27,10 @@ def test_fit_then_test_ckpt_and_load_from_checkpoint(tmp_path):
     model = cli.model
     assert model.queue_ready and model.queue.num_filled == model.hparams.queue_size
     assert (model.queue.labels >= 0).all()
-    ckpt = Path(trainer.checkpoint_callback.last_model_path)
-    assert ckpt.is_file() and ckpt.name == "last.ckpt"
+    ckpt = Path(trainer.log_dir) / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
     assert any(p.name.startswith("best-") for p in ckpt.parent.iterdir())
+    assert torch.load(ckpt, weights_only=False)["global_step"] == trainer.global_step  # written after every epoch
 
     tested = main(["test", "--config", TINY, "--ckpt_path", str(ckpt)])
     m1 = _metrics(tested.trainer, "test/")
