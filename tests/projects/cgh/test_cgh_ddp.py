@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from lightning.pytorch import Callback, Trainer
 
 from projects.cgh.module import CGHModule
 
@@ -64,3 +66,45 @@ def test_two_process_enqueue_matches_one_process(tmp_path):
     assert int(ddp["queue"]["ptr"]) == 2 * B
     # each rank's loss is a mean over its half: the average of the two equals the combined-batch loss
     torch.testing.assert_close(ddp["losses"].mean(), loss.detach(), rtol=1e-5, atol=1e-6)
+
+
+class _SaveQueue(Callback):
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        knn = trainer.callback_metrics.get("knn/top1")
+        torch.save(
+            {"queue": pl_module.queue.state_dict(), "knn": None if knn is None else float(knn)},
+            os.path.join(self.folder, f"rank{trainer.global_rank}.pt"),
+        )
+
+
+@pytest.mark.slow
+def test_lightning_ddp_fit_keeps_ranks_in_step(tmp_path):
+    """Trainer(strategy="ddp_spawn", 2 CPU processes): queues and the kNN monitor agree on both ranks."""
+    from common.callbacks.knn_monitor import KNNMonitor
+    from projects.cgh.data import CGHDataModule
+
+    torch.manual_seed(0)
+    model = CGHModule(**{**KW, "queue_size": 64}, warmup_loss_epochs=1, warmup_epochs=0)
+    dm = CGHDataModule("digits", "", batch_size=16, eval_batch_size=64, num_workers=0, limit_eval=100)
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=2,
+        limit_train_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[KNNMonitor(every_n_epochs=1, batch_size=32), _SaveQueue(str(tmp_path))],
+        default_root_dir=str(tmp_path),
+    )
+    trainer.fit(model, dm)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for k, v in r0["queue"].items():
+        torch.testing.assert_close(r1["queue"][k], v, msg=k)
+    assert int(r0["queue"]["ptr"]) == (2 * 2 * 16 * 2) % 64 and int(r0["queue"]["filled"]) == 64
+    assert r0["knn"] is not None and r0["knn"] == r1["knn"]
