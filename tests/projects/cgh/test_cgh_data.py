@@ -127,3 +127,13 @@ def test_pretrain_views_and_eval_items(tmp_path):
     dm = CGHDataModule("digits", "", task="linear", batch_size=8, num_workers=0)
     x, y, _ = next(iter(dm.train_dataloader()))
     assert x.shape == (8, 1, 12, 12) and torch.is_floating_point(x)
+
+
+def test_reproduce_stops_at_once_naming_missing_files(tmp_path, capsys):
+    from projects.cgh.reproduce import main as reproduce
+
+    assert reproduce(["--dataset", "stl10", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "stl10_binary/unlabeled_X.bin" in err and "stl10_binary/train_X.bin" in err
+    assert reproduce(["--dataset", "cifartoy"]) == 2
+    assert "unknown dataset 'cifartoy'" in capsys.readouterr().err
