@@ -99,7 +99,7 @@ def main() -> None:
             seconds[variant] = sec
             ratio = f"{seconds['per-image'] / sec:7.2f}x" if variant == "batched" else f"{'1.00x':>8}"
             print(
-                f"{size:<6}{batch:>6}  {variant:<10}{sec:9.3f}{1 / sec:9.2f}{batch / sec:8.1f}"
+                f"{size:<6}{batch:>6}  {variant:<10}{sec:9.3f}{1 / sec:9.3g}{batch / sec:8.3g}"
                 f"{flops / 1e9:12.2f}{fmt_rate(flops / sec):>14}{flops / sec / roof:8.1%}"
                 f"{peak_memory_mb(device):13.0f}  {ratio}"
             )
