@@ -67,6 +67,7 @@ class FaceAnalyzer(nn.Module):
     def deca_input(self, images: Tensor) -> Tensor:
         """DECA's crop ``[B,3,deca_size,deca_size]`` in [0,1] of ``images`` in [-1,1] (differentiable in the pixels).
 
+        Sampling as kornia 0.4.1's ``warp_affine`` (the official pin), via ``kornia_compat``.
         Fixed mode: the FFHQ landmark box, cropped as DECA crops a 68-landmark box (side x1.1, then x1.25).
         Detector mode: per-image detector boxes (no gradient), cropped as DECA crops a detector box.
         """
@@ -75,10 +76,10 @@ class FaceAnalyzer(nn.Module):
         if self.box == "fixed":
             left, top, right, bottom = FFHQ_FACE_BOX
             corners = torch.tensor([[left * w, top * h], [right * w, bottom * h]], device=images.device)
-            return deca_crop(x01, landmarks=corners.to(images).expand(b, 2, 2), size=self.deca_size)
+            return deca_crop(x01, landmarks=corners.to(images).expand(b, 2, 2), size=self.deca_size, kornia_compat=True)
         with torch.no_grad():
             boxes = self.detector(images.detach())
-        return deca_crop(x01, boxes=boxes.to(images), size=self.deca_size)
+        return deca_crop(x01, boxes=boxes.to(images), size=self.deca_size, kornia_compat=True)
 
     def coefficients(self, images: Tensor) -> dict[str, Tensor]:
         """3D coefficients of ``images [B,3,H,W]`` in [-1,1]: DECA's dict plus ``angles`` ``[B,3]`` in degrees."""
