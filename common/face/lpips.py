@@ -20,11 +20,14 @@ from common.weights import resolve
 
 __all__ = ["LPIPS", "LPIPS_BACKBONES"]
 
+# Inputs beyond this magnitude are in the wrong range (for example 0-255), not a generator's overshoot.
+RANGE_LIMIT = 4.0
 LPIPS_BACKBONES = {"alex": "lpips_alexnet_backbone", "vgg": "lpips_vgg16_backbone"}
 
 
 class LPIPS(nn.Module):
-    """Frozen LPIPS distance. ``forward(x, y) -> [B]`` for ``x, y [B,3,H,W]`` in [-1, 1].
+    """Frozen LPIPS distance. ``forward(x, y) -> [B]`` for ``x, y [B,3,H,W]`` in [-1, 1] (clamped there;
+    gradients flow to the inputs inside the range).
 
     ``backbone_path``: the torchvision trunk file (registry default when None). ``random_backbone=True``
     keeps a random trunk (tests only: the numbers mean nothing).
@@ -79,6 +82,9 @@ class LPIPS(nn.Module):
             raise ValueError(f"LPIPS expects two [B,3,H,W] images of one shape, got {tuple(x.shape)}, {tuple(y.shape)}")
         with torch.no_grad():
             lo, hi = torch.minimum(x.min(), y.min()), torch.maximum(x.max(), y.max())
-        if lo < -1.5 or hi > 1.5:
-            raise ValueError(f"LPIPS expects images in [-1,1], got values in [{lo.item():.3g}, {hi.item():.3g}]")
-        return self.model(x, y).flatten()
+        if lo < -RANGE_LIMIT or hi > RANGE_LIMIT:
+            raise ValueError(
+                f"LPIPS expects images in [-1,1], got values in [{lo.item():.3g}, {hi.item():.3g}] (0-255 images?)"
+            )
+        # Generators overshoot [-1, 1] a little; LPIPS measures the displayable image, as saved to disk.
+        return self.model(x.clamp(-1, 1), y.clamp(-1, 1)).flatten()

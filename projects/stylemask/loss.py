@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from common.face.lpips import RANGE_LIMIT
+
 EYE_PAIRS: tuple[tuple[int, int], ...] = ((36, 39), (37, 41), (38, 40), (42, 45), (43, 47), (44, 46))
 MOUTH_PAIRS: tuple[tuple[int, int], ...] = (
     (48, 54),
@@ -147,10 +149,10 @@ def reenactment_loss(
 def lpips_term(lpips_fn: Callable[[Tensor, Tensor], Tensor], img_a: Tensor, img_b: Tensor) -> Tensor:
     """Mean LPIPS of two image batches in [-1, 1] (the official code fed [0, 255]: fixed here).
 
-    Raises when the inputs are clearly outside [-1, 1] (e.g. 0-255 images).
+    Raises when the inputs are clearly outside [-1, 1] (e.g. 0-255 images); LPIPS clamps to [-1, 1].
     """
-    lo = min(float(img_a.min()), float(img_b.min()))
-    hi = max(float(img_a.max()), float(img_b.max()))
-    if lo < -1.5 or hi > 1.5:
+    lo = min(float(img_a.detach().min()), float(img_b.detach().min()))
+    hi = max(float(img_a.detach().max()), float(img_b.detach().max()))
+    if lo < -RANGE_LIMIT or hi > RANGE_LIMIT:  # a generator's small overshoot of [-1, 1] is fine
         raise ValueError(f"LPIPS expects images in [-1, 1]; got values in [{lo:.2f}, {hi:.2f}]")
     return lpips_fn(img_a, img_b).mean()

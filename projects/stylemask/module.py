@@ -169,12 +169,12 @@ class StyleMaskModule(LightningModule):
     def _build_lpips(self) -> nn.Module:
         from common.face.lpips import LPIPS
 
-        # LPIPS(AlexNet) on [-1, 1] inputs. common/face's wrapper loads the trunk from the registry file (tiny runs
-        # keep a random trunk); its forward runs without gradient, so the loss calls the inner lpips.LPIPS.
+        # LPIPS(AlexNet) on [-1, 1] inputs (checked by the wrapper); the trunk comes from the registry file (tiny
+        # runs keep a random trunk). Frozen, but gradients flow through it to the generated images.
         wrapper = LPIPS("alex", random_backbone=self.hparams.face_models == "tiny")
         if self.hparams.face_models != "tiny":
             self._file_backed.append("lpips.")
-        return _freeze(wrapper.model)
+        return _freeze(wrapper)
 
     def train(self, mode: bool = True) -> StyleMaskModule:
         """Only the mask networks switch to training mode; every frozen network stays in eval mode."""

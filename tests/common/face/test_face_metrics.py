@@ -251,3 +251,15 @@ def test_metrics_synchronise_across_two_processes(tmp_path):
         assert res["csim"].item() == pytest.approx(c.compute().item(), rel=1e-5)
         assert res["pose"].item() == pytest.approx(p.compute().item(), rel=1e-5)
         assert res["exp"].item() == pytest.approx(e.compute().item(), rel=1e-5)
+
+
+def test_lpips_passes_gradients_to_its_inputs():
+    torch.manual_seed(0)
+    net = LPIPS("alex", random_backbone=True)
+    x = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    net(x, torch.rand(2, 3, 32, 32) * 2 - 1).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in net.parameters())
+    # a generator's overshoot is measured as the saved (clamped) image, not refused
+    over = x.detach() * 1.3
+    torch.testing.assert_close(net(over, x.detach()), net(over.clamp(-1, 1), x.detach()))

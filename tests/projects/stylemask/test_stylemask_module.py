@@ -112,7 +112,7 @@ def test_fit_changes_only_the_mask_networks_then_predict_images_and_video(tmp_pa
     assert (n, size) == (9, (32, 32)) and fps == pytest.approx(7.0)
 
 
-def test_validation_scores_all_official_pairs(shared_data):
+def test_validation_scores_all_official_pairs(shared_data, tmp_path):
     cfg = shared_data / "StelaBou_StyleMask" / "libs" / "configs"
     torch.manual_seed(0)
     module = StyleMaskModule(**_tiny_kwargs(style_dim=512, expression_ranges_path=str(cfg / "ranges_FFHQ.npy")))
@@ -121,6 +121,7 @@ def test_validation_scores_all_official_pairs(shared_data):
     )
     trainer = Trainer(
         accelerator="cpu",
+        default_root_dir=tmp_path,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -192,3 +193,20 @@ def test_predict_whole_real_driving_video(shared_data, tmp_path):
     n_in, fps_in, _ = video_info(ex / "target_video_1.mp4")
     n, fps, size = video_info(out / "target_video_1_reenacted.mp4")
     assert (n, size) == (n_in, (32, 96)) and fps == pytest.approx(fps_in)
+
+
+def test_perceptual_term_trains_the_masks_through_lpips():
+    torch.manual_seed(0)
+    module = StyleMaskModule(**_tiny_kwargs(lambda_perceptual=1.0))
+    module.log_dict = module.log = lambda *a, **k: None  # no trainer attached
+    g = torch.Generator().manual_seed(1)
+    batch = {k: torch.randn(2, 32, generator=g) for k in ("z_source", "z_target", "z_cycle")}
+    base = StyleMaskModule(**_tiny_kwargs(lambda_perceptual=0.0))
+    base.log_dict = base.log = lambda *a, **k: None
+    base.load_state_dict(module.state_dict(), strict=False)
+    loss = module.training_step(batch, 0)
+    assert loss.item() > base.training_step(batch, 0).item()  # LPIPS is positive on distinct images
+    loss.backward()
+    masks = [p for n, p in module.named_parameters() if p.requires_grad]
+    assert masks and all(p.grad is not None for p in masks)
+    assert all(p.grad is None for p in module.lpips.parameters())
