@@ -43,8 +43,9 @@ class _PrintRunDir(Callback):
     """Prints the run folder at the start and the end of each command (rank 0 only)."""
 
     def _say(self, trainer, when: str) -> None:
-        if trainer.is_global_zero and trainer.log_dir is not None:
-            print(f"[paperlab] {when}: run folder {Path(trainer.log_dir).resolve()}", flush=True)
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask
+        if trainer.is_global_zero and log_dir is not None:
+            print(f"[paperlab] {when}: run folder {Path(log_dir).resolve()}", flush=True)
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._say(trainer, "fit starts")
@@ -109,6 +110,10 @@ class PaperlabCLI(LightningCLI):
         if trainer_cfg.get("enable_checkpointing") is False:
             self.trainer_defaults["callbacks"] = [
                 c for c in self.trainer_defaults["callbacks"] if not isinstance(c, ModelCheckpoint)
+            ]
+        if trainer_cfg.get("enable_progress_bar") is False:
+            self.trainer_defaults["callbacks"] = [
+                c for c in self.trainer_defaults["callbacks"] if not isinstance(c, RichProgressBar)
             ]
         if trainer_cfg.get("logger") is False:
             self.trainer_defaults["callbacks"] = [
