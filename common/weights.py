@@ -131,8 +131,10 @@ register(
 
 # --- stylegan2 (common/stylegan2) -------------------------------------------------------------
 _SG2_NOTE = (
-    "StyleMask and HyperReenact register the copies their READMEs link (stylemask_*, hyperreenact_*); "
-    "all load with common.stylegan2"
+    "StyleMask's README links the same two files as stylegan2-ffhq-config-f_1024.pt (Drive id "
+    "1I01HVu9UUyzAV7rNNnbzyFqPF0msebD7) and e4e_ffhq_encode_1024.pt (Drive id 1DexTMA3QMRNwQ3Xhdojki8UAYuY3g0uu): "
+    "either copy serves, under this name (or pass its path). HyperReenact's VoxCeleb generator and e4e are other "
+    "files (hyperreenact_*); all load with common.stylegan2"
 )
 register(
     Artifact(
@@ -320,17 +322,6 @@ for _ds, _folds in (("dfew", 5), ("ferv39k", 1), ("mafw", 5)):
 # --- stylemask --------------------------------------------------------------------------------
 register(
     Artifact(
-        name="stylemask_stylegan2_ffhq_1024",
-        filename="stylegan2-ffhq-config-f_1024.pt",
-        source="StyleMask README, Google Drive id 1I01HVu9UUyzAV7rNNnbzyFqPF0msebD7 (NVIDIA FFHQ config-f converted "
-        "with rosinality's convert_weight.py: {'g_ema', 'latent_avg'})",
-        licence="NVIDIA Source Code License-NC (non-commercial)",
-        users=("stylemask",),
-        description="StyleGAN2 FFHQ 1024 px generator (rosinality format) StyleMask trains and reenacts with",
-    )
-)
-register(
-    Artifact(
         name="stylemask_mask_network",
         filename="mask_network_1024.pt",
         source="StyleMask README, Google Drive id 1_V_MnFB8rh5qrQ3zJk00fKXb81uHjIU8",
@@ -339,17 +330,6 @@ register(
         description="released StyleMask mask networks for FFHQ 1024 ({'step','mask_net','num_layers_control'})",
     )
 )
-register(
-    Artifact(
-        name="stylemask_e4e_ffhq",
-        filename="e4e_ffhq_encode_1024.pt",
-        source="StyleMask README, Google Drive id 1DexTMA3QMRNwQ3Xhdojki8UAYuY3g0uu (omertov/encoder4editing)",
-        licence="MIT (encoder4editing); the embedded generator is NVIDIA Source Code License-NC",
-        users=("stylemask",),
-        description="e4e FFHQ encoder ({'state_dict','opts','latent_avg'}) for inverting real faces",
-    )
-)
-
 register(
     Artifact(
         name="stylemask_validation_codes",

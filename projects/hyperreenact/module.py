@@ -15,18 +15,9 @@ from PIL import Image
 from torch import Tensor, nn
 
 from common.face.flame import orthographic_project, to_image_space
+from common.face.losses import eye_loss, identity_loss, mouth_loss, vertex_loss
 from projects.hyperreenact.hypernet import HypernetworkBlocks, load_released_hypernet, official_layer_table
-from projects.hyperreenact.loss import (
-    eye_loss,
-    ground_truth_coefficients,
-    identity_loss,
-    lpips_loss,
-    mouth_loss,
-    pixel_l1,
-    shape_loss,
-    weighted_total,
-    with_fixed_cam,
-)
+from projects.hyperreenact.loss import ground_truth_coefficients, lpips_loss, pixel_l1, weighted_total, with_fixed_cam
 from projects.hyperreenact.model import (
     AppearanceEncoder,
     HyperReenactor,
@@ -264,7 +255,7 @@ class HyperReenactModule(LightningModule):
         if self.flame is not None:
             verts_gt, lm_gt = self._flame_landmarks(ground_truth_coefficients(shape_params, tgt_params))
             verts_out, lm_out = self._flame_landmarks(with_fixed_cam(out_params))
-            terms["shape"] = shape_loss(verts_gt, verts_out)
+            terms["shape"] = vertex_loss(verts_gt, verts_out)
             terms["eye"] = eye_loss(lm_gt, lm_out)
             terms["mouth"] = mouth_loss(lm_gt, lm_out)
         if phase != "cross":

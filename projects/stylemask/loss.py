@@ -6,68 +6,20 @@ Total loss of one step (official defaults):
         both against (source shape, t' expression, t' pose) and both with identity against I_s,
         plus lambda_per * LPIPS(I1, I2).
 Ground truth 3D coefficients: shape from the source, expression and (6-d) pose from the target; the camera is
-replaced by [8, 0, 0] for both sides so the comparison ignores position and scale.
+replaced by [8, 0, 0] for both sides so the comparison ignores position and scale. The terms themselves
+(vertex, eye, mouth, identity) are common/face/losses.py, shared with HyperReenact; this file composes them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from common.face.flame import orthographic_project, to_image_space
+from common.face.losses import FIXED_CAM, eye_loss, identity_loss, mouth_loss, vertex_loss
 from common.face.lpips import RANGE_LIMIT
-
-EYE_PAIRS: tuple[tuple[int, int], ...] = ((36, 39), (37, 41), (38, 40), (42, 45), (43, 47), (44, 46))
-MOUTH_PAIRS: tuple[tuple[int, int], ...] = (
-    (48, 54),
-    (49, 59),
-    (50, 58),
-    (51, 57),
-    (52, 56),
-    (53, 55),
-    (60, 64),
-    (61, 67),
-    (62, 66),
-    (63, 65),
-)
-FIXED_CAM = (8.0, 0.0, 0.0)
-
-
-def vertex_loss(verts_gt: Tensor, verts_r: Tensor) -> Tensor:
-    """L1 between projected FLAME vertices ``[B, V, 3]``: mean over B x V x 3 (scalar)."""
-    if verts_gt.shape != verts_r.shape:
-        raise ValueError(f"vertex shapes differ: {tuple(verts_gt.shape)} vs {tuple(verts_r.shape)}")
-    return (verts_gt - verts_r).abs().mean()
-
-
-def landmark_pair_loss(lm_gt: Tensor, lm_r: Tensor, pairs: Sequence[tuple[int, int]]) -> Tensor:
-    """Mean over ``pairs`` of L1(|l_a - l_b|_gt, |l_a - l_b|_r); landmarks ``[B, 68, D]``, per-axis distances.
-
-    Each pair's term is a mean over B x D, as the official ``L1Loss`` on ``abs(l[:, a] - l[:, b])``.
-    """
-    if lm_gt.shape != lm_r.shape:
-        raise ValueError(f"landmark shapes differ: {tuple(lm_gt.shape)} vs {tuple(lm_r.shape)}")
-    a = torch.tensor([p[0] for p in pairs], device=lm_gt.device)
-    b = torch.tensor([p[1] for p in pairs], device=lm_gt.device)
-    d_gt = (lm_gt[:, a] - lm_gt[:, b]).abs()
-    d_r = (lm_r[:, a] - lm_r[:, b]).abs()
-    return (d_gt - d_r).abs().mean()
-
-
-def eye_loss(lm_gt: Tensor, lm_r: Tensor) -> Tensor:
-    """Eye-opening term over the 6 eyelid pairs of the 68-point layout (``[B,68,D]`` -> scalar)."""
-    return landmark_pair_loss(lm_gt, lm_r, EYE_PAIRS)
-
-
-def mouth_loss(lm_gt: Tensor, lm_r: Tensor) -> Tensor:
-    """Mouth term over the 10 lip pairs of the 68-point layout (``[B,68,D]`` -> scalar)."""
-    return landmark_pair_loss(lm_gt, lm_r, MOUTH_PAIRS)
-
-
-def identity_loss(emb_r: Tensor, emb_s: Tensor) -> Tensor:
-    """``mean_b (1 - <e_r, e_s>)`` on L2-normalised identity embeddings ``[B, D]`` (official IDLoss)."""
-    return (1.0 - (emb_r * emb_s).sum(dim=1)).mean()
 
 
 def cosine_similarity(emb_a: Tensor, emb_b: Tensor) -> Tensor:
@@ -75,17 +27,6 @@ def cosine_similarity(emb_a: Tensor, emb_b: Tensor) -> Tensor:
     a = emb_a / emb_a.norm(dim=1, keepdim=True).clamp_min(1e-12)
     b = emb_b / emb_b.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return (a * b).sum(dim=1)
-
-
-def orthographic_deca(points: Tensor, cam: Tensor, image_size: int = 224) -> Tensor:
-    """DECA's ``decode`` projection: ``s * (X[:, :, :2] + t)``, z kept and scaled, y and z flipped, to pixels.
-
-    points ``[B, N, 3]``, cam ``[B, 3]`` = (s, tx, ty) -> ``[B, N, 3]`` in pixel units of an ``image_size`` crop.
-    """
-    xy = points[..., :2] + cam[:, None, 1:]
-    proj = cam[:, None, :1] * torch.cat([xy, points[..., 2:]], dim=-1)
-    flip = torch.tensor([1.0, -1.0, -1.0], device=points.device, dtype=points.dtype)
-    return proj * flip * (image_size / 2) + image_size / 2
 
 
 FlameFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -107,8 +48,12 @@ def shape_terms(
     cam = torch.tensor(FIXED_CAM, device=gt["shape"].device, dtype=gt["shape"].dtype).expand(b, 3)
     v_gt, l_gt = flame(gt["shape"], gt["exp"], gt["pose"])
     v_r, l_r = flame(reenacted["shape"], reenacted["exp"], reenacted["pose"])
-    v_gt, v_r = orthographic_deca(v_gt, cam, image_size), orthographic_deca(v_r, cam, image_size)
-    l_gt, l_r = orthographic_deca(l_gt, cam, image_size)[..., :2], orthographic_deca(l_r, cam, image_size)[..., :2]
+
+    def project(points: Tensor) -> Tensor:  # DECA's decode: orthographic camera, y/z flipped, pixels of the crop
+        return to_image_space(orthographic_project(points, cam), image_size)
+
+    v_gt, v_r = project(v_gt), project(v_r)
+    l_gt, l_r = project(l_gt)[..., :2], project(l_r)[..., :2]
     return {"shape": vertex_loss(v_gt, v_r), "eye": eye_loss(l_gt, l_r), "mouth": mouth_loss(l_gt, l_r)}
 
 

@@ -40,7 +40,7 @@ def _freeze(module: nn.Module) -> nn.Module:
 class StyleMaskModule(LightningModule):
     """StyleMask (Bounareli et al., FG 2023). Hyperparameters default to the official FFHQ-1024 training.
 
-    Generator: ``generator_path`` (rosinality ``.pt``; None = the registry's ``stylemask_stylegan2_ffhq_1024`` location) or
+    Generator: ``generator_path`` (rosinality ``.pt``; None = the registry's ``stylegan2_ffhq_config_f`` location) or
     ``random_generator=True`` with ``image_size``/``style_dim``/``n_mlp``/``channel_multiplier``/``channel_max``
     (tiny runs). Face networks: ``face_models="real"`` (ArcFace, DECA, FLAME files) or ``"tiny"`` (random
     stand-ins) or ``"none"`` (inference only: reenacting needs only the generator, e4e and the masks).
@@ -135,7 +135,7 @@ class StyleMaskModule(LightningModule):
         from common.stylegan2.checkpoints import load_generator
         from common.weights import resolve
 
-        g = load_generator(resolve("stylemask_stylegan2_ffhq_1024", h.generator_path))
+        g = load_generator(resolve("stylegan2_ffhq_config_f", h.generator_path))
         if g.size != h.image_size or g.style_dim != h.style_dim:
             raise ValueError(
                 f"{h.generator_path}: generator is {g.size} px / style_dim {g.style_dim}, config says "
@@ -161,7 +161,7 @@ class StyleMaskModule(LightningModule):
         from common.stylegan2.encoders import load_e4e
         from common.weights import resolve
 
-        enc = load_e4e(resolve("stylemask_e4e_ffhq", self.hparams.e4e_path))
+        enc = load_e4e(resolve("e4e_ffhq_encode", self.hparams.e4e_path))
         self._file_backed.append("inverter.")
         self.strict_loading = False
         return _freeze(enc)

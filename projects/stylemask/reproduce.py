@@ -18,7 +18,7 @@ from common.cli import runs_root
 from common.weights import default_path, describe, missing
 
 SYNTHETIC = [
-    "stylemask_stylegan2_ffhq_1024",
+    "stylegan2_ffhq_config_f",
     "stylemask_mask_network",
     "arcface_ir_se50",
     "deca_model",
@@ -27,7 +27,7 @@ SYNTHETIC = [
     "stylemask_validation_codes",
     "stylemask_ffhq_ranges",
 ]
-VOXCELEB = ["stylemask_e4e_ffhq", "lpips_alexnet_backbone", "fid_inception"]
+VOXCELEB = ["e4e_ffhq_encode", "lpips_alexnet_backbone", "fid_inception"]
 
 
 def required(voxceleb: bool) -> list[str]:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
         face_models="real",
         deca_box=args.deca_box,
         inverter="e4e" if args.voxceleb else "none",
-        e4e_path=str(default_path("stylemask_e4e_ffhq")) if args.voxceleb else None,
+        e4e_path=str(default_path("e4e_ffhq_encode")) if args.voxceleb else None,
         mask_net_path=str(default_path("stylemask_mask_network")),
         expression_ranges_path=str(default_path("stylemask_ffhq_ranges")),
     )

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from projects.stylemask.loss import identity_loss, vertex_loss
+from common.face.losses import identity_loss, vertex_loss
 from projects.stylemask.model import ControlledLayer, MaskNetwork, mix_styles
 
 
