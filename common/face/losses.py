@@ -13,11 +13,13 @@ so the terms ignore position and scale (``common.face.flame.orthographic_project
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from common.face.flame import orthographic_project, to_image_space
 
 # Eyelid pairs (upper, lower) and eye corners of the 68-point layout.
 EYE_PAIRS: tuple[tuple[int, int], ...] = ((36, 39), (37, 41), (38, 40), (42, 45), (43, 47), (44, 46))
@@ -82,3 +84,29 @@ def identity_loss(emb: Tensor, emb_ref: Tensor) -> Tensor:
     """
     _same_shape(emb, emb_ref, "identity_loss")
     return (1.0 - F.cosine_similarity(emb, emb_ref, dim=1)).mean()
+
+
+FlameFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def flame_shape_terms(
+    flame: FlameFn, gt: Mapping[str, Tensor], output: Mapping[str, Tensor], image_size: int = 224
+) -> dict[str, Tensor]:
+    """The three 3D terms of one reenactment: ``{'shape', 'eye', 'mouth'}`` (unweighted scalars).
+
+    ``flame(shape [B,S], exp [B,E], pose [B,6]) -> (vertices [B,V,3], landmarks68 [B,68,3])``. ``gt`` and
+    ``output`` hold ``shape``, ``exp`` and ``pose`` (gt: the identity's shape, the target's expression and pose).
+    Both sides are decoded as DECA does (orthographic camera fixed to :data:`FIXED_CAM`, y and z flipped, pixels
+    of the ``image_size`` crop); the shape term compares those projected vertices, as the official code does.
+    """
+    b = gt["shape"].shape[0]
+    cam = torch.tensor(FIXED_CAM, device=gt["shape"].device, dtype=gt["shape"].dtype).expand(b, 3)
+    v_gt, l_gt = flame(gt["shape"], gt["exp"], gt["pose"])
+    v_out, l_out = flame(output["shape"], output["exp"], output["pose"])
+
+    def project(points: Tensor) -> Tensor:
+        return to_image_space(orthographic_project(points, cam), image_size)
+
+    v_gt, v_out = project(v_gt), project(v_out)
+    l_gt, l_out = project(l_gt)[..., :2], project(l_out)[..., :2]
+    return {"shape": vertex_loss(v_gt, v_out), "eye": eye_loss(l_gt, l_out), "mouth": mouth_loss(l_gt, l_out)}

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-import torch
 from torch import Tensor
-
-from common.face.losses import FIXED_CAM
 
 
 def pixel_l1(x: Tensor, y: Tensor, value_range: float = 255.0) -> Tensor:
@@ -28,29 +25,6 @@ def lpips_loss(lpips: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor) 
     """Mean LPIPS distance of [B, 3, H, W] images in [-1, 1] (``lpips(x, y)`` returns per-sample distances)."""
     _same_shape(x, y, "lpips_loss")
     return lpips(x, y).mean()
-
-
-def ground_truth_coefficients(shape_from: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """FLAME coefficients the output should have: identity shape of ``shape_from`` (the target in self-
-    reenactment, the source in cross-reenactment), pose and expression of the target, the fixed camera."""
-    cam = torch.tensor(FIXED_CAM, dtype=target["pose"].dtype, device=target["pose"].device)
-    return {
-        "shape": shape_from["shape"],
-        "exp": target["exp"],
-        "pose": target["pose"],
-        "cam": cam.expand(target["pose"].shape[0], 3),
-    }
-
-
-def with_fixed_cam(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """The output's own shape/expression/pose with the fixed camera (the sibling overwrites ``cam``)."""
-    cam = torch.tensor(FIXED_CAM, dtype=params["pose"].dtype, device=params["pose"].device)
-    return {
-        "shape": params["shape"],
-        "exp": params["exp"],
-        "pose": params["pose"],
-        "cam": cam.expand(len(params["pose"]), 3),
-    }
 
 
 def weighted_total(terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:

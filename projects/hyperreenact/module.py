@@ -14,10 +14,9 @@ from lightning.pytorch.callbacks import Callback
 from PIL import Image
 from torch import Tensor, nn
 
-from common.face.flame import orthographic_project, to_image_space
-from common.face.losses import eye_loss, identity_loss, mouth_loss, vertex_loss
+from common.face.losses import flame_shape_terms, identity_loss
 from projects.hyperreenact.hypernet import HypernetworkBlocks, load_released_hypernet, official_layer_table
-from projects.hyperreenact.loss import ground_truth_coefficients, lpips_loss, pixel_l1, weighted_total, with_fixed_cam
+from projects.hyperreenact.loss import lpips_loss, pixel_l1, weighted_total
 from projects.hyperreenact.model import (
     AppearanceEncoder,
     HyperReenactor,
@@ -227,11 +226,6 @@ class HyperReenactModule(LightningModule):
         with torch.no_grad():
             return self.net.invert(batch["source"])
 
-    def _flame_landmarks(self, coef: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """FLAME vertices (model space) and 2D landmarks in pixels of DECA's 224 crop (DECA's ``decode``)."""
-        verts, lmk = self.flame(coef["shape"], coef["exp"], coef["pose"])
-        return verts, to_image_space(orthographic_project(lmk, coef["cam"]), 224)[..., :2]
-
     # ----------------------------------------------------------------------------------------- training
     def reenact_and_losses(self, batch: Mapping[str, Tensor], phase: str) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """One curriculum step's forward: (total loss, loss terms, reenacted images)."""
@@ -253,11 +247,9 @@ class HyperReenactModule(LightningModule):
         out_params, _ = self.net.pose_encoder(image, tgt_box)
         terms: dict[str, Tensor] = {"id": identity_loss(out_id, src_id)}
         if self.flame is not None:
-            verts_gt, lm_gt = self._flame_landmarks(ground_truth_coefficients(shape_params, tgt_params))
-            verts_out, lm_out = self._flame_landmarks(with_fixed_cam(out_params))
-            terms["shape"] = vertex_loss(verts_gt, verts_out)
-            terms["eye"] = eye_loss(lm_gt, lm_out)
-            terms["mouth"] = mouth_loss(lm_gt, lm_out)
+            # shape of the identity (target in self-, source in cross-reenactment), target expression and pose
+            gt = {"shape": shape_params["shape"], "exp": tgt_params["exp"], "pose": tgt_params["pose"]}
+            terms.update(flame_shape_terms(self.flame, gt, out_params))
         if phase != "cross":
             terms["l1"] = pixel_l1(image, tgt, self.hparams.l1_value_range)
             if self.lpips is not None:

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import Tensor
 
-from common.face.flame import orthographic_project, to_image_space
-from common.face.losses import FIXED_CAM, eye_loss, identity_loss, mouth_loss, vertex_loss
+from common.face.losses import FlameFn, flame_shape_terms, identity_loss
 from common.face.lpips import RANGE_LIMIT
 
 
@@ -27,34 +25,6 @@ def cosine_similarity(emb_a: Tensor, emb_b: Tensor) -> Tensor:
     a = emb_a / emb_a.norm(dim=1, keepdim=True).clamp_min(1e-12)
     b = emb_b / emb_b.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return (a * b).sum(dim=1)
-
-
-FlameFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
-
-
-def shape_terms(
-    flame: FlameFn,
-    gt: dict[str, Tensor],
-    reenacted: dict[str, Tensor],
-    image_size: int = 224,
-) -> dict[str, Tensor]:
-    """The three 3D terms for one reenactment: ``{'shape', 'eye', 'mouth'}`` (unweighted scalars).
-
-    ``flame(shape [B,S], exp [B,E], pose [B,6]) -> (vertices [B,V,3], landmarks68 [B,68,3])``. ``gt`` and
-    ``reenacted`` hold ``shape``, ``exp``, ``pose`` (gt = source shape, target exp and pose). Both use the
-    fixed camera [8,0,0] (a new tensor: nothing is modified in place, unlike the official code).
-    """
-    b = gt["shape"].shape[0]
-    cam = torch.tensor(FIXED_CAM, device=gt["shape"].device, dtype=gt["shape"].dtype).expand(b, 3)
-    v_gt, l_gt = flame(gt["shape"], gt["exp"], gt["pose"])
-    v_r, l_r = flame(reenacted["shape"], reenacted["exp"], reenacted["pose"])
-
-    def project(points: Tensor) -> Tensor:  # DECA's decode: orthographic camera, y/z flipped, pixels of the crop
-        return to_image_space(orthographic_project(points, cam), image_size)
-
-    v_gt, v_r = project(v_gt), project(v_r)
-    l_gt, l_r = project(l_gt)[..., :2], project(l_r)[..., :2]
-    return {"shape": vertex_loss(v_gt, v_r), "eye": eye_loss(l_gt, l_r), "mouth": mouth_loss(l_gt, l_r)}
 
 
 def ground_truth(source: dict[str, Tensor], target: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -81,7 +51,7 @@ def reenactment_loss(
     terms: dict[str, Tensor] = {}
     total = emb_source.new_zeros(())
     if lambda_shape != 0:
-        t = shape_terms(flame, ground_truth(source, target), reenacted, image_size)
+        t = flame_shape_terms(flame, ground_truth(source, target), reenacted, image_size)
         for k, v in t.items():
             terms[k] = lambda_shape * v
             total = total + terms[k]

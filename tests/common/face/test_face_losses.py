@@ -13,6 +13,7 @@ from common.face.losses import (
     FIXED_CAM,
     MOUTH_PAIRS,
     eye_loss,
+    flame_shape_terms,
     identity_loss,
     landmark_pair_loss,
     mouth_loss,
@@ -119,3 +120,32 @@ def test_identity_loss_is_the_official_dot_product_on_unit_embeddings():
     (g_official,) = torch.autograd.grad(official, raw)
     assert ours.item() == pytest.approx(official.item(), abs=1e-12)
     assert torch.allclose(g_ours, g_official, atol=1e-12)
+
+
+def _linear_flame(n_shape=3, n_exp=2, v=70):
+    torch.manual_seed(0)
+    bs, be, bp = torch.randn(n_shape, v, 3), torch.randn(n_exp, v, 3), torch.randn(6, v, 3)
+
+    def flame(shape, exp, pose):
+        verts = torch.einsum("bs,svc->bvc", shape, bs) + torch.einsum("be,evc->bvc", exp, be)
+        verts = verts + torch.einsum("bp,pvc->bvc", pose, bp)
+        return verts, verts[:, :68]
+
+    return flame
+
+
+def test_flame_shape_terms_compare_projected_vertices():
+    flame = _linear_flame()
+    gt = {"shape": torch.randn(2, 3), "exp": torch.randn(2, 2), "pose": torch.randn(2, 6)}
+    assert all(v.item() == 0.0 for v in flame_shape_terms(flame, gt, dict(gt)).values())
+    off = {**gt, "pose": gt["pose"].clone()}
+    off["pose"][:, 0] += 0.01
+    t = flame_shape_terms(flame, gt, off)
+    v_gt, _ = flame(gt["shape"], gt["exp"], gt["pose"])
+    v_r, _ = flame(off["shape"], off["exp"], off["pose"])
+    # fixed camera [8, 0, 0] then DECA's pixel mapping of the 224 crop: every coordinate scales by 8 * 112
+    assert t["shape"].item() == pytest.approx(((v_gt - v_r).abs() * 8 * 112).mean().item(), rel=1e-4)
+    l_gt, l_r = v_gt[:, :68, :2] * 8 * 112, v_r[:, :68, :2] * 8 * 112
+    d = lambda lm, i, j: (lm[:, i] - lm[:, j]).abs()  # noqa: E731
+    eye = torch.stack([(d(l_gt, i, j) - d(l_r, i, j)).abs().mean() for i, j in EYE_PAIRS]).mean()
+    assert t["eye"].item() == pytest.approx(eye.item(), rel=1e-4)

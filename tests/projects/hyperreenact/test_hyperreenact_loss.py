@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from projects.hyperreenact.loss import ground_truth_coefficients, lpips_loss, pixel_l1, weighted_total, with_fixed_cam
+from projects.hyperreenact.loss import lpips_loss, pixel_l1, weighted_total
 
 
 def test_pixel_l1_on_255_scale():
@@ -25,19 +25,6 @@ def test_lpips_loss_averages_per_sample_distances():
     y = torch.zeros(2, 3, 1, 1)
     y[1] = -1
     assert lpips_loss(fake, x, y).item() == pytest.approx((3 + 6) / 2)
-
-
-def test_ground_truth_coefficients_and_fixed_cam():
-    src = {"shape": torch.ones(2, 4), "exp": torch.zeros(2, 3), "pose": torch.zeros(2, 6), "cam": torch.ones(2, 3)}
-    tgt = {"shape": torch.zeros(2, 4), "exp": torch.ones(2, 3), "pose": torch.ones(2, 6), "cam": torch.ones(2, 3)}
-    gt = ground_truth_coefficients(src, tgt)
-    assert torch.equal(gt["shape"], src["shape"]) and torch.equal(gt["exp"], tgt["exp"])
-    assert torch.equal(gt["pose"], tgt["pose"])
-    assert gt["cam"].tolist() == [[8.0, 0.0, 0.0]] * 2
-    own = with_fixed_cam(tgt)
-    assert own["cam"].tolist() == [[8.0, 0.0, 0.0]] * 2 and torch.equal(own["shape"], tgt["shape"])
-    # the inputs are not modified (the sibling overwrote cam in place)
-    assert tgt["cam"].eq(1).all()
 
 
 def test_weighted_total():
