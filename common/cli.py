@@ -39,6 +39,17 @@ def _experiment_name(config_paths: Sequence[Any] | None) -> str:
     return Path(str(path)).stem or "default"
 
 
+LAST_NAME = "last"
+
+
+def last_checkpoint(trainer) -> Path:
+    """``last.ckpt`` of a run made through the CLI (written at the end of every training epoch)."""
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.filename == LAST_NAME and cb.best_model_path:
+            return Path(cb.best_model_path)
+    raise FileNotFoundError("this trainer saved no last.ckpt (checkpointing off, or no training epoch ended)")
+
+
 class _PrintRunDir(Callback):
     """Prints the run folder at the start and the end of each command (rank 0 only)."""
 
@@ -79,13 +90,22 @@ class PaperlabCLI(LightningCLI):
         **kwargs: Any,
     ) -> None:
         self.project = project
-        callbacks: list[Callback] = [
+        callbacks: list[Callback] = []
+        if monitor:
+            callbacks.append(
+                ModelCheckpoint(
+                    monitor=monitor,
+                    mode=mode,
+                    filename="best-{epoch}-{step}",
+                    auto_insert_metric_name=False,
+                )
+            )
+        # Lightning rewrites `save_last` only when a top-k checkpoint is saved in the same step: with a monitored
+        # metric that stops improving, last.ckpt would go stale and a resume would go back in time. This one
+        # writes last.ckpt at the end of every training epoch (and of a run stopped by max_steps).
+        callbacks += [
             ModelCheckpoint(
-                monitor=monitor,
-                mode=mode,
-                save_last=True,
-                filename="best-{epoch}-{step}" if monitor else "{epoch}-{step}",
-                auto_insert_metric_name=False,
+                filename=LAST_NAME, save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True
             ),
             LearningRateMonitor(logging_interval="step"),
             RichProgressBar(leave=True),

@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from common.cli import last_checkpoint
 from common.metrics.knn import weighted_knn_scores
 from projects.cgh.data import CGHDataModule
 from projects.cgh.main import main as pretrain_main
@@ -65,7 +66,7 @@ def run(epochs: int | None, seeds: list[int]) -> dict[str, list[dict[str, float]
             args = ["fit"] + [a for c in configs for a in ("--config", c)] + extra
             t0 = time.time()
             cli = pretrain_main(args)
-            ckpt = cli.trainer.checkpoint_callback.last_model_path
+            ckpt = str(last_checkpoint(cli.trainer))
             model = CGHModule.load_from_checkpoint(ckpt, map_location="cpu")
             res = evaluate(model, dm) | {"minutes": (time.time() - t0) / 60}
             print(f"[cgh demo] seed {seed} {name}: {res}  checkpoint {ckpt}", flush=True)

@@ -13,6 +13,7 @@ import argparse
 import sys
 import time
 
+from common.cli import last_checkpoint
 from projects.cgh.data import DATASETS, missing_files
 from projects.cgh.linear_main import main as linear_main
 from projects.cgh.main import main as pretrain_main
@@ -37,7 +38,7 @@ def run_variant(dataset: str, root: str, variant: str, overrides: list[str]) -> 
     lin_cfg = f"{CONFIG_DIR}/{dataset}_linear.yaml"
     t0 = time.time()
     fit = pretrain_main(["fit", "--config", cfg, f"--data.root={root}", *overrides])
-    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    ckpt = str(last_checkpoint(fit.trainer))
     test = pretrain_main(["test", "--config", cfg, f"--data.root={root}", "--ckpt_path", ckpt, *overrides])
     knn = _metric(test, "test/knn20_top1")
     lin = linear_main(["fit", "--config", lin_cfg, f"--data.root={root}", f"--model.pretrained={ckpt}", *overrides])

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from common.cli import runs_root
+from common.cli import last_checkpoint, runs_root
 from projects.hyperreenact.data import EvaluationPairs
 from projects.hyperreenact.evaluate import evaluate
 from projects.hyperreenact.inference import reenact
@@ -28,7 +28,7 @@ def main() -> None:
     torch.set_num_threads(1)  # tiny models: one thread is faster than two contending ones
     data_root = runs_root() / "hyperreenact_demo_data"
     cli = cli_main(["fit", "--config", str(CONFIG), f"--data.root={data_root}"])
-    ckpt = Path(cli.trainer.checkpoint_callback.last_model_path)
+    ckpt = last_checkpoint(cli.trainer)
     run_dir = ckpt.parent.parent
     trained = load_module(ckpt)
     untrained = HyperReenactModule(**dict(trained.hparams))

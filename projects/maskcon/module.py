@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningModule
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 
 from common.callbacks.embedding_plot import EmbeddingPlot
@@ -97,20 +96,10 @@ class MaskConModule(LightningModule):
 
     # ------------------------------------------------------------------ set-up
     def configure_callbacks(self):
-        # Lightning 2.6 rewrites last.ckpt only when a top-k checkpoint is saved in the same step, so with a
-        # monitored metric that stops improving last.ckpt goes stale and a resume would go back in time. These two
-        # replace the CLI's checkpoint callback: best on val/recall@1, and last.ckpt written after every epoch.
-        callbacks = [
-            ModelCheckpoint(
-                monitor="val/recall@1", mode="max", filename="best-{epoch}-{step}", auto_insert_metric_name=False
-            ),
-            ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True),
-        ]
-        if self.hparams.plot_embeddings:
-            callbacks.append(
-                EmbeddingPlot("embedding", ("fine", "coarse"), "index", max_points=self.hparams.plot_max_points)
-            )
-        return callbacks
+        # checkpoints (best on val/recall@1, last.ckpt every epoch) come from common/cli.py
+        if not self.hparams.plot_embeddings:
+            return []
+        return [EmbeddingPlot("embedding", ("fine", "coarse"), "index", max_points=self.hparams.plot_max_points)]
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"cannot reproduce {cfg_file.name}; missing inputs:\n" + "\n".join(problems), file=sys.stderr)
         raise SystemExit(2)
 
+    from common.cli import last_checkpoint
     from projects.maskcon.main import main as maskcon_main
 
     extra = [f"--data.data_root={args.data_root}"] if args.data_root else []
@@ -85,10 +86,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         extra += [f"--trainer.devices={args.devices}", "--trainer.strategy=ddp", "--trainer.sync_batchnorm=true"]
     extra += overrides
     cli = maskcon_main(["fit", "--config", str(cfg_file), *extra])
-    ckpt_cb = cli.trainer.checkpoint_callback  # the best-on-val/recall@1 one (see MaskConModule.configure_callbacks)
-    last = Path(cli.trainer.log_dir or ".") / "checkpoints" / "last.ckpt"
-    ckpt = ckpt_cb.best_model_path or (str(last) if last.is_file() else "")
-    res = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt or None, verbose=False)[0]
+    # The final model, not the best-on-validation one: validation runs on the test split (as the official code),
+    # so picking a checkpoint by it would select on the test set.
+    ckpt = str(last_checkpoint(cli.trainer))
+    res = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt, verbose=False)[0]
     if cli.trainer.is_global_zero:
         print(f"\n{cfg_file.stem}: fine-label retrieval on the test split, checkpoint {ckpt}")
         for k, v in res.items():

@@ -76,6 +76,21 @@ def test_fit_writes_predictable_run_folder_and_reruns(tmp_path, capsys):
     assert "test/mse" in cli.trainer.callback_metrics
 
 
+class WorseningModule(ToyModule):
+    """Its monitored score only gets worse, so the best checkpoint stays at epoch 0."""
+
+    def validation_step(self, batch, _):
+        self.log("val/score", -float(self.current_epoch))
+
+
+def test_last_checkpoint_is_the_last_epoch_even_when_the_metric_stops_improving(tmp_path):
+    cli_main(WorseningModule, ToyData, project="toy", monitor="val/score", args=["fit", "--trainer.max_epochs=3"])
+    ckpts = tmp_path / "runs" / "toy" / "default" / "version_0" / "checkpoints"
+    assert torch.load(ckpts / "last.ckpt", weights_only=False)["epoch"] == 2
+    (best,) = ckpts.glob("best-*.ckpt")
+    assert best.name.startswith("best-0-")
+
+
 def test_seed_makes_runs_identical(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["fit", "--trainer.max_epochs=1", "--trainer.logger=false", "--trainer.enable_checkpointing=false"]
@@ -101,7 +116,10 @@ def test_two_process_ddp_fit_completes(tmp_path):
         "_run(['fit', '--trainer.max_epochs=1', '--trainer.accelerator=cpu', '--trainer.devices=2',"
         " '--trainer.strategy=ddp_spawn', '--trainer.enable_progress_bar=false'])"
     )
-    env = {**os.environ, "PAPERLAB_RUNS": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
+    # a rendezvous left in the environment by an earlier in-process DDP test must not leak into this one
+    stale = {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK"}
+    env = {k: v for k, v in os.environ.items() if k not in stale}
+    env.update(PAPERLAB_RUNS=str(tmp_path / "runs"), OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-c", code, str(Path(__file__).parent)],
         env=env,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.cli import cli_main
+from common.cli import cli_main, last_checkpoint
 from common.nn.resnet import ResNetBackbone
 from projects.cgh.data import CGHDataModule
 from projects.cgh.linear import CGHLinearProbe, load_pretrained_backbone
@@ -21,7 +21,7 @@ CONFIGS = sorted(Path("projects/cgh/configs").glob("*.yaml"))
 def test_fit_then_knn_and_linear_probe_from_checkpoint():
     torch.manual_seed(0)
     fit = main(["fit", "--config", "projects/cgh/configs/tiny.yaml"])
-    ckpt = Path(fit.trainer.checkpoint_callback.last_model_path)
+    ckpt = last_checkpoint(fit.trainer)
     assert ckpt.is_file()
     monitor_acc = float(fit.trainer.callback_metrics["knn/top1"])
     assert 0.0 <= monitor_acc <= 1.0

@@ -42,7 +42,13 @@ def test_fit_then_test_ckpt_and_load_from_checkpoint(tmp_path):
     loaded = MaskConModule.load_from_checkpoint(ckpt)
     assert torch.equal(loaded.queue.features(), model.queue.features())
     dm = MaskConDataModule(**{k: v for k, v in cli.datamodule.hparams.items() if not k.startswith("_")})
-    t2 = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    t2 = Trainer(
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     res = t2.test(loaded, datamodule=dm, verbose=False)[0]
     for k, v in m1.items():
         assert res[k] == pytest.approx(v, abs=1e-7)
