@@ -26,8 +26,8 @@ from projects.cgh.data import CGHDataModule
 from projects.cgh.main import main as pretrain_main
 from projects.cgh.module import CGHModule
 
-CONFIG = "projects/cgh/configs/demo.yaml"
-RESSL = "projects/cgh/configs/demo_ressl.yaml"
+CONFIG = str(Path(__file__).resolve().parent / "configs" / "demo.yaml")
+RESSL = str(Path(__file__).resolve().parent / "configs" / "demo_ressl.yaml")
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from common.cli import last_checkpoint
 from projects.cgh.data import DATASETS, missing_files
@@ -24,7 +25,7 @@ REFERENCE: dict[tuple[str, str], str] = {
     ("imagenet", "ressl"): "69.9 (ReSSL README, 1 crop; 74.7 with 5 crops)",
 }
 NOT_AVAILABLE = "not available (CGH paper tables not retrievable)"
-CONFIG_DIR = "projects/cgh/configs"
+CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
 
 
 def _metric(cli, key: str) -> float | None:

@@ -17,7 +17,7 @@ import torch
 
 from common.data.synthetic_faces import write_dataset
 
-CONFIG = "projects/dferclip/configs/demo.yaml"
+CONFIG = str(Path(__file__).resolve().parent / "configs" / "demo.yaml")
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -18,7 +18,7 @@ from common.cli import runs_root
 from common.data.digits import raw_pixel_recall
 from projects.maskcon.main import main as maskcon_main
 
-DEMO_CONFIG = "projects/maskcon/configs/demo.yaml"
+DEMO_CONFIG = str(Path(__file__).resolve().parent / "configs" / "demo.yaml")
 
 # (row name, overrides): MaskCon and the official code's baselines, plus SupCon on fine labels as the oracle.
 METHODS: dict[str, list[str]] = {

@@ -1,8 +1,9 @@
 """Train and test one paper experiment: ``make reproduce-maskcon DATASET=cifar100 METHOD=maskcon``.
 
 Checks first that the data set and the pretrained backbone are in place; if not, stops at once and says what is
-missing and where it goes. Then ``fit`` with ``configs/<dataset>_<method>.yaml``, ``test`` from the best checkpoint
-(the last one when there is no best), and prints Recall@K.
+missing and where it goes. Then ``fit`` with ``configs/<dataset>_<method>.yaml``, ``test`` from the final checkpoint
+(``last.ckpt``: validation runs on the test split, so a best-on-validation pick would select on the test set), and
+prints Recall@K.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from projects.stylemask.data import StyleMaskDataModule
 from projects.stylemask.module import StyleMaskModule
 from projects.stylemask.writer import ReenactmentWriter, to_uint8
 
-CONFIG = "projects/stylemask/configs/demo.yaml"
+CONFIG = str(Path(__file__).resolve().parent / "configs" / "demo.yaml")
 
 
 class _LossHistory(Callback):
