@@ -40,7 +40,7 @@ SOURCES: dict[str, list[str]] = {
     "bias_act": ["bias_act.cpp", "bias_act.cu"],
     "upfirdn2d": ["upfirdn2d.cpp", "upfirdn2d.cu"],
 }
-HEADERS = ["common.cuh"]
+HEADERS = ["common.cuh", "device_util.cuh"]
 EXTRA_CFLAGS = ["-O3"]
 EXTRA_CUDA_CFLAGS = ["-O3", "-lineinfo"]
 KERNEL_DTYPES = (torch.float16, torch.float32, torch.float64)

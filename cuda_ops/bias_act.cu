@@ -8,19 +8,14 @@
 #include <string>
 
 #include "common.cuh"
+#include "device_util.cuh"
 
 namespace paperlab {
 namespace {
 
-template <typename T> struct AccType { using type = T; };
-template <> struct AccType<__half> { using type = float; };
-
-__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_acc(float v) { return v; }
-__device__ __forceinline__ double to_acc(double v) { return v; }
-__device__ __forceinline__ void store(__half* p, int64_t i, float v) { p[i] = __float2half_rn(v); }
-__device__ __forceinline__ void store(float* p, int64_t i, float v) { p[i] = v; }
-__device__ __forceinline__ void store(double* p, int64_t i, double v) { p[i] = v; }
+using device::AccType;
+using device::store;
+using device::to_acc;
 
 __device__ __forceinline__ float exp_(float v) { return expf(v); }
 __device__ __forceinline__ double exp_(double v) { return exp(v); }

@@ -60,19 +60,24 @@ def _shortcut(in_channel: int, depth: int, stride: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(in_channel, depth, 1, stride, bias=False), nn.BatchNorm2d(depth))
 
 
+def _ir_branch(in_channel: int, depth: int, stride: int) -> list[nn.Module]:
+    """The IR residual branch (``res_layer.0-4``): BN-Conv3x3-PReLU-Conv3x3(stride)-BN."""
+    return [
+        nn.BatchNorm2d(in_channel),
+        nn.Conv2d(in_channel, depth, 3, 1, 1, bias=False),
+        nn.PReLU(depth),
+        nn.Conv2d(depth, depth, 3, stride, 1, bias=False),
+        nn.BatchNorm2d(depth),
+    ]
+
+
 class BottleneckIR(nn.Module):
     """IR unit: BN-Conv3x3-PReLU-Conv3x3(stride)-BN plus shortcut."""
 
     def __init__(self, in_channel: int, depth: int, stride: int) -> None:
         super().__init__()
         self.shortcut_layer = _shortcut(in_channel, depth, stride)
-        self.res_layer = nn.Sequential(
-            nn.BatchNorm2d(in_channel),
-            nn.Conv2d(in_channel, depth, 3, 1, 1, bias=False),
-            nn.PReLU(depth),
-            nn.Conv2d(depth, depth, 3, stride, 1, bias=False),
-            nn.BatchNorm2d(depth),
-        )
+        self.res_layer = nn.Sequential(*_ir_branch(in_channel, depth, stride))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.res_layer(x) + self.shortcut_layer(x)
@@ -84,14 +89,7 @@ class BottleneckIRSE(nn.Module):
     def __init__(self, in_channel: int, depth: int, stride: int) -> None:
         super().__init__()
         self.shortcut_layer = _shortcut(in_channel, depth, stride)
-        self.res_layer = nn.Sequential(
-            nn.BatchNorm2d(in_channel),
-            nn.Conv2d(in_channel, depth, 3, 1, 1, bias=False),
-            nn.PReLU(depth),
-            nn.Conv2d(depth, depth, 3, stride, 1, bias=False),
-            nn.BatchNorm2d(depth),
-            SEModule(depth, 16),
-        )
+        self.res_layer = nn.Sequential(*_ir_branch(in_channel, depth, stride), SEModule(depth, 16))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.res_layer(x) + self.shortcut_layer(x)
