@@ -132,6 +132,8 @@ def _upfirdn2d_pass(x: torch.Tensor, w: torch.Tensor, up, down, pad, out_hw) -> 
         for rx, (cx, kx) in enumerate(plan_x):
             if not ky or not kx:  # no tap of this phase lands on an input pixel
                 term = x.new_zeros([N, C, Qy, Qx])
+                if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
+                    term = term + (x.sum() + w.sum()) * 0  # zeros that keep the graph (zero gradients)
             else:
                 end_y, end_x = cy + Sy * (Qy - 1) + len(ky), cx + Sx * (Qx - 1) + len(kx)
                 p = [-cx, end_x - W, -cy, end_y - H]
@@ -194,10 +196,27 @@ def upfirdn2d_ref(
     flip_filter: bool = False,
     gain: float = 1,
 ) -> torch.Tensor:
-    """Reference (pure torch, any-order gradients) path of :func:`upfirdn2d`; same arguments."""
+    """Reference (pure torch, any-order gradients) path of :func:`upfirdn2d`; same arguments.
+
+    The formulation follows what is computed. Without gradients, or when only ``x`` needs one, the forward
+    is the fastest polyphase evaluation (shift-add on CPU) and the gradient is the transposed upfirdn2d
+    evaluated the same way, through :class:`_Upfirdn2dRef` again for every further order (what NVIDIA's CUDA
+    op does). Recording the shift-add sums in autograd instead would cost a zero-filled, copied buffer per
+    tap in the backward. When the filter itself needs a gradient, plain autograd runs through strided
+    depthwise convolutions.
+    """
     upx, upy, downx, downy, pad, fw, fh, outH, outW = _check(x, f, up, down, padding)
     if f is None:
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    if torch.is_grad_enabled() and x.requires_grad and not f.requires_grad:
+        return _Upfirdn2dRef.apply(x, f, (upx, upy), (downx, downy), pad, bool(flip_filter), float(gain))
+    return _upfirdn2d_eval(x, f, (upx, upy), (downx, downy), pad, flip_filter, gain, (outH, outW))
+
+
+def _upfirdn2d_eval(x, f, up, down, pad, flip_filter, gain, out_hw) -> torch.Tensor:
+    """Checked arguments in, ``[N, C, outH, outW]`` out; differentiable by autograd in ``x`` and ``f``."""
+    (upx, upy), (downx, downy), (outH, outW) = up, down, out_hw
+    fw, _ = _filter_size(f)
     f = (f * (gain ** (f.ndim / 2))).to(device=x.device, dtype=x.dtype)
     if not flip_filter:  # true convolution = correlation with the flipped filter
         f = f.flip(list(range(f.ndim)))
@@ -207,6 +226,34 @@ def upfirdn2d_ref(
     midW = (x.shape[3] * upx + px0 + px1 - fw) // downx + 1
     x = _upfirdn2d_pass(x, f[None, :], (upx, 1), (downx, 1), (px0, px1, 0, 0), (x.shape[2], midW))
     return _upfirdn2d_pass(x, f[:, None], (1, upy), (1, downy), (0, 0, py0, py1), (outH, outW))
+
+
+class _Upfirdn2dRef(torch.autograd.Function):
+    """upfirdn2d with gradient in ``x`` only: forward without autograd, backward = the transposed op."""
+
+    @staticmethod
+    def forward(ctx, x, f, up, down, pad, flip_filter, gain):
+        ih, iw = x.shape[2], x.shape[3]
+        fw, fh = _filter_size(f)
+        outW = (iw * up[0] + pad[0] + pad[1] - fw) // down[0] + 1
+        outH = (ih * up[1] + pad[2] + pad[3] - fh) // down[1] + 1
+        ctx.save_for_backward(f)
+        ctx.params = (ih, iw, up, down, pad, flip_filter, gain, outH, outW)
+        return _upfirdn2d_eval(x, f, up, down, pad, flip_filter, gain, (outH, outW))
+
+    @staticmethod
+    def backward(ctx, dy):
+        (f,) = ctx.saved_tensors
+        ih, iw, (upx, upy), (downx, downy), (px0, _, py0, _), flip, gain, oh, ow = ctx.params
+        fw, fh = _filter_size(f)
+        p = (
+            fw - px0 - 1,
+            iw * upx - ow * downx + px0 - upx + 1,
+            fh - py0 - 1,
+            ih * upy - oh * downy + py0 - upy + 1,
+        )
+        dx = upfirdn2d_ref(dy, f, (downx, downy), (upx, upy), p, not flip, gain)
+        return dx, None, None, None, None, None, None
 
 
 def _check(x: torch.Tensor, f: torch.Tensor | None, up, down, padding):

@@ -198,3 +198,29 @@ def test_gradient_is_the_transposed_op(case):
         dy, f, up=[downx, downy], down=[upx, upy], padding=p, flip_filter=flip, gain=case.get("gain", 1)
     )
     torch.testing.assert_close(dx, expected)
+
+
+def test_output_independent_of_input_keeps_the_graph():
+    """up 4, down 2, a 1x1 filter and padding 1: no output pixel lands on an input pixel. The output is zeros
+    and the gradient is zeros (NVIDIA's reference), for both formulations, not an autograd error."""
+    f = torch.ones(1, 1)
+    for filt in (f, f.clone().requires_grad_(True)):
+        x = torch.randn(1, 2, 4, 4, requires_grad=True)
+        y = upfirdn2d(x, filt, up=4, down=2, padding=1)
+        assert y.shape == (1, 2, 9, 9) and torch.count_nonzero(y) == 0
+        (dx,) = torch.autograd.grad(y.sum(), x)
+        assert torch.equal(dx, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("case", GRAD_CASES)
+@pytest.mark.parametrize("ftype", ["2d", "sep"])
+def test_grad_path_matches_no_grad_forward(case, ftype):
+    """With autograd recording (x needs a gradient) the forward runs the no-grad formulation: same values."""
+    torch.manual_seed(5)
+    x = torch.randn(2, 3, 9, 8)
+    f = torch.rand(3, 4) if ftype == "2d" else torch.rand(4)
+    with torch.no_grad():
+        expected = upfirdn2d(x, f, **case)
+    got = upfirdn2d(x.requires_grad_(True), f, **case)
+    assert got.grad_fn is not None
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
