@@ -53,12 +53,12 @@ SHAPE_PARAMS: tuple[tuple[str, float, float], ...] = (
     ("eye_y", 0.02, 0.10),
     ("eye_w", 0.085, 0.115),  # half width
     ("eye_h", 0.040, 0.060),  # upper-lid height at neutral
-    ("brow_gap", 0.085, 0.13),
+    ("brow_gap", 0.11, 0.16),
     ("brow_thick", 0.022, 0.042),
     ("brow_len", 0.09, 0.13),  # half length
-    ("nose_len", 0.22, 0.30),  # eye line to the nose bottom
+    ("nose_len", 0.27, 0.35),  # eye line to the nose bottom
     ("nose_w", 0.050, 0.080),
-    ("mouth_gap", 0.08, 0.13),  # nose bottom to the mouth line
+    ("mouth_gap", 0.09, 0.14),  # nose bottom to the mouth line
     ("mouth_w", 0.13, 0.19),  # half width
     ("lip_thick", 0.020, 0.034),
     ("hairline", 0.38, 0.62),
