@@ -31,6 +31,9 @@ class Artifact:
     description: str = ""
     subdir: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Set for files that ship with the repository (under pretrained/, e.g. the face-world models): the command
+    # that rebuilds the file. They are found in the repository when the weights folder lacks them.
+    rebuild: str = ""
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -48,6 +51,10 @@ def register(artifact: Artifact) -> Artifact:
     return artifact
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_DIR = REPO_ROOT / "pretrained"
+
+
 def weights_dir() -> Path:
     """Folder where artifacts are looked up: ``$PAPERLAB_WEIGHTS`` or ``./pretrained``."""
     return Path(os.environ.get(WEIGHTS_ENV, "pretrained"))
@@ -56,7 +63,12 @@ def weights_dir() -> Path:
 def default_path(name: str) -> Path:
     """Where the artifact ``name`` is expected on disk."""
     art = _get(name)
-    return weights_dir() / art.subdir / art.filename
+    path = weights_dir() / art.subdir / art.filename
+    if art.rebuild and not path.is_file():
+        shipped = SHIPPED_DIR / art.subdir / art.filename
+        if shipped.is_file():
+            return shipped
+    return path
 
 
 def _get(name: str) -> Artifact:
@@ -77,6 +89,9 @@ def describe(name: str) -> str:
         f"  sha256:  {art.sha256 or 'not published'}",
         f"  used by: {', '.join(art.users)}",
     ]
+    if art.rebuild:
+        lines.append(f"  ships:   {SHIPPED_DIR / art.subdir / art.filename} (with the repository)")
+        lines.append(f"  rebuild: {art.rebuild}")
     lines += [f"  note:    {n}" for n in art.notes]
     return "\n".join(lines)
 
@@ -399,6 +414,38 @@ register(
         licence="code MIT (TreB1eN); weights trained on MS1M: research use only",
         users=("hyperreenact",),
         description="ArcFace IR-SE-50 HyperReenact ships (appearance features, identity loss, CSIM)",
+    )
+)
+
+# --- the face world (shipped under pretrained/faceworld/, trained here) -------------------------------------------
+_FW_LICENCE = "MIT (paperlab; trained on the procedural face world, no third-party data)"
+register(
+    Artifact(
+        name="faceworld_identity",
+        filename="faceworld_identity.pt",
+        subdir="faceworld",
+        source="trained by paperlab on the face world (common/face/faceworld_experts.py)",
+        licence=_FW_LICENCE,
+        users=("stylegan2", "stylemask", "hyperreenact"),
+        sha256=None,
+        description="face-world identity expert (ArcFace's interface, 56 px, 128-d)",
+        rebuild="python -m common.face.faceworld_experts train identity --out pretrained/faceworld/faceworld_identity.pt",
+    )
+)
+register(
+    Artifact(
+        name="faceworld_attributes",
+        filename="faceworld_attributes.pt",
+        subdir="faceworld",
+        source="trained by paperlab on the face world (common/face/faceworld_experts.py)",
+        licence=_FW_LICENCE,
+        users=("stylemask", "hyperreenact"),
+        sha256=None,
+        description="face-world attribute expert (DECA encoder's interface: geometry, expression, pose, camera)",
+        rebuild=(
+            "python -m common.face.faceworld_experts train attributes "
+            "--out pretrained/faceworld/faceworld_attributes.pt"
+        ),
     )
 )
 

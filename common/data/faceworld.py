@@ -381,8 +381,17 @@ def rotation(pose: Tensor) -> Tensor:
     return euler_to_rotation_matrix(pose)
 
 
-def landmarks3d_model(identity: Tensor, pose: Tensor, expression: Tensor, with_grid: bool = False) -> Tensor:
-    """Model-space 3-D landmarks ``[B, 68, 3]`` (plus 90 surface grid points with ``with_grid``)."""
+def landmarks3d_model(
+    identity: Tensor,
+    pose: Tensor,
+    expression: Tensor,
+    with_grid: bool = False,
+    rotation_matrix: Tensor | None = None,
+) -> Tensor:
+    """Model-space 3-D landmarks ``[B, 68, 3]`` (plus 90 surface grid points with ``with_grid``).
+
+    ``rotation_matrix`` ``[B, 3, 3]`` replaces the rotation of ``pose`` (e.g. from an axis-angle estimate).
+    """
     _check_params(identity, pose, expression)
     g = _geometry(identity, expression)
     pts = _landmarks_local(g)
@@ -393,7 +402,8 @@ def landmarks3d_model(identity: Tensor, pose: Tensor, expression: Tensor, with_g
         gy = torch.where(below, gy - 0.5 * g.gap[:, None], gy)
         grid = torch.stack([gx, gy, _surface_z(gx, gy, g)], -1)
         pts = torch.cat([pts, grid], 1)
-    return pts @ rotation(pose).transpose(1, 2)
+    R = rotation(pose) if rotation_matrix is None else rotation_matrix
+    return pts @ R.transpose(1, 2)
 
 
 def to_pixels(points: Tensor, size: int) -> Tensor:
@@ -742,3 +752,77 @@ class FaceWorldDataset(Dataset):
             "expression": p["expression"][0],
             "landmarks": lm,
         }
+
+
+class ReenactmentPairs(Dataset):
+    """Reenactment pairs of one split's identities with the exact answer.
+
+    ``mode="self"``: the driver is another frame (pose, expression) of the source's identity, so the ground truth
+    is the driver itself; ``mode="cross"``: the driver shows another identity, and the ground truth is
+    ``render(source identity, driver pose, driver expression)``. Item ``i`` is deterministic in ``(seed, mode, i)``:
+    a dict of ``source``, ``driver``, ``target`` images ``[3, size, size]`` in [-1, 1]; ``source_identity``,
+    ``driver_identity`` ``[IDENTITY_DIM]``; ``source_pose`` / ``driver_pose`` ``[3]``; ``source_expression`` /
+    ``driver_expression`` ``[8]``; ``source_landmarks``, ``driver_landmarks``, ``target_landmarks`` ``[68, 2]``
+    pixels; ``source_index`` / ``driver_index`` (identity numbers).
+    """
+
+    def __init__(self, split: str = "test", size: int = 64, n_pairs: int = 200, mode: str = "cross", seed: int = 0):
+        if mode not in ("self", "cross"):
+            raise ValueError(f"faceworld: mode must be 'self' or 'cross', got {mode!r}")
+        if split not in SPLITS:
+            raise ValueError(f"faceworld: split must be one of {sorted(SPLITS)}, got {split!r}")
+        self.split, self.size, self.n_pairs, self.mode, self.seed = split, size, int(n_pairs), mode, seed
+
+    def __len__(self) -> int:
+        return self.n_pairs
+
+    def _draw(self, i: int) -> dict[str, Tensor]:
+        rng = SPLITS[self.split]
+        g = torch.Generator().manual_seed(
+            (self.seed * 1_000_003 + (self.mode == "cross") * 7_919 + i * 104_729) % 2**62
+        )
+        src = int(torch.randint(len(rng), (1,), generator=g))
+        drv = src
+        if self.mode == "cross":
+            drv = (src + 1 + int(torch.randint(len(rng) - 1, (1,), generator=g))) % len(rng)
+        return {
+            "source_index": torch.tensor(rng.start + src),
+            "driver_index": torch.tensor(rng.start + drv),
+            "source_pose": sample_pose(1, g)[0],
+            "source_expression": sample_expression(1, g)[0],
+            "driver_pose": sample_pose(1, g)[0],
+            "driver_expression": sample_expression(1, g)[0],
+        }
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        if not 0 <= i < self.n_pairs:
+            raise IndexError(f"faceworld: pair {i} out of range for {self.n_pairs} pairs")
+        p = self._draw(i)
+        ids = identity_params(torch.stack([p["source_index"], p["driver_index"]]))
+        ident = torch.stack([ids[0], ids[1], ids[0]])
+        pose = torch.stack([p["source_pose"], p["driver_pose"], p["driver_pose"]])
+        expr = torch.stack([p["source_expression"], p["driver_expression"], p["driver_expression"]])
+        images = render(ident, pose, expr, self.size)
+        lm = landmarks(ident, pose, expr, self.size)
+        out = dict(p)
+        out.update(
+            source=images[0],
+            driver=images[1],
+            target=images[2],
+            source_identity=ids[0],
+            driver_identity=ids[1],
+            source_landmarks=lm[0],
+            driver_landmarks=lm[1],
+            target_landmarks=lm[2],
+        )
+        return out
+
+
+def render_sequence(identity: Tensor, pose: Tensor, expression: Tensor, size: int = 64, chunk: int = 64) -> Tensor:
+    """One identity ``[IDENTITY_DIM]`` through a motion (pose ``[T, 3]``, expression ``[T, 8]``): ``[T, 3, size,
+    size]`` in [-1, 1], rendered in chunks of ``chunk`` frames."""
+    frames = []
+    for i in range(0, pose.shape[0], chunk):
+        p = pose[i : i + chunk]
+        frames.append(render(identity.reshape(1, -1).expand(p.shape[0], -1), p, expression[i : i + chunk], size))
+    return torch.cat(frames)

@@ -1,0 +1,502 @@
+"""Face-world experts: small networks trained on the face world's exact ground truth, with the interfaces of the
+real face networks, so the GAN papers' losses and metrics run unchanged when a config selects the face world.
+
+* :class:`FaceWorldIdentity` stands where ArcFace is: ``forward(x [B,3,56,56] in [-1,1]) -> [B,128]`` unit vectors,
+  ``features(x) -> [B,C,7,7]`` (the body map HyperReenact reads), ``output_layer(fmap) -> [B,128]``;
+  ``embed_images(images)`` crops any face-world image as pSp's identity loss does and embeds it.
+* :class:`FaceWorldAttributes` stands where DECA's coarse encoder is: ``forward(x [B,3,56,56] in [0,1])`` (DECA's
+  crop, ``common.face.align.deca_crop``) -> dict ``shape`` (geometry, ``[B, SHAPE_DIM]``), ``tex``, ``exp``
+  (``[B, 8]``), ``pose`` ``[B, 6]`` (global axis-angle in FLAME's convention + jaw), ``cam`` (DECA's orthographic
+  ``(scale, tx, ty)`` of the crop), ``angles`` (yaw, pitch, roll in degrees); ``features`` / ``params_from_features``.
+* :class:`FaceWorldFLAME` stands where FLAME is: ``forward(shape, exp, pose) -> (vertices [B,158,3], landmarks68
+  [B,68,3])``, the renderer's own differentiable geometry in FLAME-like units (model space / 8, so DECA's fixed
+  camera ``(8, 0, 0)`` maps the points back onto the image plane).
+
+Weights: ``faceworld_identity.pt`` and ``faceworld_attributes.pt`` under ``pretrained/faceworld/`` (registry names
+``faceworld_identity`` / ``faceworld_attributes``), rebuilt with
+
+    python -m common.face.faceworld_experts train identity   --out pretrained/faceworld/faceworld_identity.pt
+    python -m common.face.faceworld_experts train attributes --out pretrained/faceworld/faceworld_attributes.pt
+    python -m common.face.faceworld_experts evaluate          # held-out accuracy of both
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from common.data import faceworld as fw
+from common.face.align import deca_crop
+from common.face.checkpoint import CheckpointError, load_checkpoint, load_state_dict_strict
+from common.face.flame import batch_rodrigues, rotation_matrix_to_axis_angle
+from common.weights import resolve
+
+__all__ = [
+    "FACEWORLD_FACE_BOX",
+    "FaceWorldAttributes",
+    "FaceWorldFLAME",
+    "FaceWorldIdentity",
+    "attribute_crop",
+    "evaluate_attributes",
+    "evaluate_identity",
+    "load_faceworld_attributes",
+    "load_faceworld_identity",
+]
+
+INPUT_SIZE = 56
+# Mean 68-landmark box of face-world renders (left, top, right, bottom as fractions of the side): the fixed box of
+# StyleMask's "fixed" DECA crop for face-world images (FFHQ's is common to the real generator).
+FACEWORLD_FACE_BOX = (0.232, 0.372, 0.767, 0.863)
+# pSp's identity crop (rows 35:223, cols 32:220 of a 256 image) as fractions: (top, bottom, left, right).
+ID_CROP = (35 / 256, 223 / 256, 32 / 256, 220 / 256)
+FORMAT = "paperlab-faceworld-expert"
+
+
+# ------------------------------------------------------------------------------------------------ networks
+class _Block(nn.Module):
+    """Residual basic block with a strided 1x1 shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+def _trunk(width: int) -> nn.Sequential:
+    """56 px -> ``[B, 4*width, 7, 7]``."""
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        _Block(width, 2 * width, 2),
+        _Block(2 * width, 4 * width, 2),
+        _Block(4 * width, 4 * width, 2),
+    )
+
+
+def _check_input(x: Tensor, who: str) -> None:
+    if x.ndim != 4 or x.shape[1:] != (3, INPUT_SIZE, INPUT_SIZE):
+        raise ValueError(f"{who} expects [B,3,{INPUT_SIZE},{INPUT_SIZE}] images, got {tuple(x.shape)}")
+
+
+class _Frozen(nn.Module):
+    """Frozen evaluators keep BatchNorm in eval mode inside a training LightningModule."""
+
+    frozen = False
+
+    def freeze(self) -> _Frozen:
+        self.frozen = True
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
+
+    def train(self, mode: bool = True) -> _Frozen:
+        return super().train(mode and not self.frozen)
+
+
+class FaceWorldIdentity(_Frozen):
+    """Identity expert with ArcFace's interface (see the module docstring). Images in [-1, 1]."""
+
+    input_size = INPUT_SIZE
+
+    def __init__(self, width: int = 24, dim: int = 128) -> None:
+        super().__init__()
+        self.width, self.dim = width, dim
+        self.body = _trunk(width)
+        c = 4 * width
+        self.output_layer = nn.Sequential(
+            nn.BatchNorm2d(c), nn.Flatten(), nn.Linear(c * 49, dim), nn.BatchNorm1d(dim, affine=False)
+        )
+
+    def features(self, x: Tensor) -> Tensor:
+        _check_input(x, "FaceWorldIdentity")
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(self.output_layer(self.features(x)), dim=1)
+
+    embed = forward
+
+    @staticmethod
+    def crop(images: Tensor) -> Tensor:
+        """pSp's identity crop of face-world images ``[B,3,H,W]`` -> ``[B,3,56,56]`` (differentiable)."""
+        _, _, h, w = images.shape
+        t, b, left, r = ID_CROP
+        x = images[:, :, round(t * h) : round(b * h), round(left * w) : round(r * w)]
+        return F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True)
+
+    def embed_images(self, images: Tensor) -> Tensor:
+        """Unit identity embeddings ``[B, dim]`` of face-world images ``[B,3,H,W]`` in [-1, 1] (any size)."""
+        return self(self.crop(images))
+
+
+_HEADS = {"shape": fw.SHAPE_DIM, "tex": fw.TEXTURE_DIM, "exp": fw.EXPRESSION_DIM, "angles": 3, "cam": 3}
+_ANGLE_SCALE = 20.0  # the head regresses degrees / 20
+_CAM_SCALE = 8.0
+
+
+class FaceWorldAttributes(_Frozen):
+    """Attribute expert with DECA's coarse-encoder interface (see the module docstring). Images in [0, 1]."""
+
+    input_size = INPUT_SIZE
+
+    def __init__(self, width: int = 24, hidden: int = 256) -> None:
+        super().__init__()
+        self.width, self.hidden = width, hidden
+        self.encoder = _trunk(width)
+        self.layers = nn.Sequential(
+            nn.Flatten(), nn.Linear(4 * width * 49, hidden), nn.ReLU(), nn.Linear(hidden, sum(_HEADS.values()))
+        )
+
+    def features(self, x: Tensor) -> Tensor:
+        _check_input(x, "FaceWorldAttributes")
+        return self.encoder(x * 2 - 1)
+
+    def raw(self, fmap: Tensor) -> dict[str, Tensor]:
+        """Regression outputs in training units: shape/tex in [0,1], exp, angles / 20, cam / 8."""
+        out, start = {}, 0
+        flat = self.layers(fmap)
+        for k, n in _HEADS.items():
+            out[k] = flat[:, start : start + n]
+            start += n
+        return out
+
+    def params_from_features(self, fmap: Tensor) -> dict[str, Tensor]:
+        """DECA-style parameter dict from a ``features`` map (one trunk pass for both, as HyperReenact)."""
+        r = self.raw(fmap)
+        angles = r["angles"] * _ANGLE_SCALE
+        R = fw.rotation(angles)
+        mouth = r["exp"][:, fw.EXPRESSION_NAMES.index("mouth_open")].clamp(0, 1)
+        jaw = torch.stack([fw.JAW_ANGLE * mouth, torch.zeros_like(mouth), torch.zeros_like(mouth)], 1)
+        return {
+            "shape": r["shape"],
+            "tex": r["tex"],
+            "exp": r["exp"],
+            "pose": torch.cat([rotation_matrix_to_axis_angle(R), jaw], 1),
+            "cam": r["cam"] * _CAM_SCALE,
+            "angles": angles,
+        }
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return self.params_from_features(self.features(x))
+
+
+class FaceWorldFLAME(nn.Module):
+    """The face world's geometry with FLAME's interface: ``(shape, exp, pose) -> (vertices, landmarks68)``.
+
+    shape ``[B, SHAPE_DIM]`` (the geometry part of an identity, in [0, 1]), exp ``[B, 8]``, pose ``[B, 6]`` (global
+    axis-angle; the jaw entries are ignored: mouth opening is ``exp``'s ``mouth_open``). Outputs are model-space
+    points divided by 8: ``vertices [B, 158, 3]`` (the 68 landmarks then 90 surface points), ``landmarks [B,68,3]``.
+    No parameters; differentiable in all inputs.
+    """
+
+    num_vertices = 68 + 90
+
+    def forward(self, shape: Tensor, expression: Tensor, pose: Tensor) -> tuple[Tensor, Tensor]:
+        if shape.ndim != 2 or shape.shape[1] != fw.SHAPE_DIM:
+            raise ValueError(f"FaceWorldFLAME: shape must be [B, {fw.SHAPE_DIM}], got {tuple(shape.shape)}")
+        if pose.ndim != 2 or pose.shape[1] not in (3, 6):
+            raise ValueError(f"FaceWorldFLAME: pose must be [B, 6] (or [B, 3]), got {tuple(pose.shape)}")
+        identity = torch.cat([shape, shape.new_zeros(shape.shape[0], fw.TEXTURE_DIM)], 1)
+        R = batch_rodrigues(pose[:, :3])
+        pts = fw.landmarks3d_model(
+            identity, torch.zeros_like(pose[:, :3]), expression, with_grid=True, rotation_matrix=R
+        )
+        pts = pts / 8.0
+        return pts, pts[:, :68]
+
+    def landmarks3d(self, vertices: Tensor) -> Tensor:
+        return vertices[:, :68]
+
+
+# ------------------------------------------------------------------------------------------------ crops
+def attribute_crop(images: Tensor, landmarks: Tensor | None = None, size: int = INPUT_SIZE) -> Tensor:
+    """DECA's crop of face-world images ``[B,3,H,W]`` in [-1, 1] -> ``[B,3,size,size]`` in [0, 1].
+
+    From 68 landmarks ``[B,68,2]`` (pixels) when given, else from :data:`FACEWORLD_FACE_BOX` (the fixed box).
+    """
+    x01 = (images + 1) / 2
+    if landmarks is None:
+        b, _, h, w = images.shape
+        left, top, right, bottom = FACEWORLD_FACE_BOX
+        corners = images.new_tensor([[left * w, top * h], [right * w, bottom * h]])
+        landmarks = corners.expand(b, 2, 2)
+    return deca_crop(x01, landmarks=landmarks, size=size)
+
+
+def _cam_from_crop(landmarks: Tensor, image_size: int, size: int = INPUT_SIZE) -> Tensor:
+    """DECA's ``cam (s, tx, ty)`` such that FLAME-unit points project onto the crop as DECA decodes them."""
+    from common.face.align import deca_crop_matrix
+
+    m = deca_crop_matrix(landmarks=landmarks, size=size)
+    S, Tx, Ty = m[:, 0, 0], m[:, 0, 2], m[:, 1, 2]
+    half = image_size / 2
+    s = S * half * 8 * 2 / size
+    tx = ((half * S + Tx) * 2 / size - 1) / s
+    ty = (size / 2 - half * S - Ty) * 2 / (s * size)
+    return torch.stack([s, tx, ty], 1)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def _save(net: nn.Module, kind: str, config: dict, path: str | os.PathLike, metrics: dict | None = None) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    torch.save({"format": FORMAT, "kind": kind, "config": config, "metrics": metrics or {}, "state_dict": state}, path)
+
+
+def _load(kind: str, cls: type[nn.Module], path: str | os.PathLike | None) -> nn.Module:
+    p = resolve(f"faceworld_{kind}", path)
+    ckpt = load_checkpoint(p, f"face-world {kind} expert")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: not a face-world expert file (expected a dict with format={FORMAT!r})")
+    if ckpt.get("kind") != kind:
+        raise CheckpointError(f"{p}: holds the {ckpt.get('kind')!r} expert, not the {kind!r} expert")
+    net = cls(**ckpt.get("config", {}))
+    load_state_dict_strict(net, ckpt["state_dict"], p)
+    return net.freeze()
+
+
+def load_faceworld_identity(path: str | os.PathLike | None = None) -> FaceWorldIdentity:
+    """The trained identity expert (registry ``faceworld_identity``), frozen."""
+    return _load("identity", FaceWorldIdentity, path)  # type: ignore[return-value]
+
+
+def load_faceworld_attributes(path: str | os.PathLike | None = None) -> FaceWorldAttributes:
+    """The trained attribute expert (registry ``faceworld_attributes``), frozen."""
+    return _load("attributes", FaceWorldAttributes, path)  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------------------------ data
+def _batch(ids: Tensor, generator: torch.Generator, size: int = 64) -> dict[str, Tensor]:
+    """Renders of identities ``ids`` at random pose and expression, with their ground truth."""
+    n = ids.shape[0]
+    ident = fw.identity_params(ids)
+    pose, expr = fw.sample_pose(n, generator), fw.sample_expression(n, generator)
+    return {
+        "image": fw.render(ident, pose, expr, size),
+        "landmarks": fw.landmarks(ident, pose, expr, size),
+        "identity": ident,
+        "pose": pose,
+        "expression": expr,
+    }
+
+
+def _jitter_affine(images: Tensor, generator: torch.Generator, scale: float, shift: float, rot_deg: float) -> Tensor:
+    """Random similarity transforms of a batch (same size out; border pixels repeat)."""
+    n = images.shape[0]
+    s = 1 + scale * (2 * torch.rand(n, generator=generator) - 1)
+    a = torch.deg2rad(rot_deg * (2 * torch.rand(n, generator=generator) - 1))
+    t = shift * (2 * torch.rand(n, 2, generator=generator) - 1)
+    theta = torch.stack(
+        [torch.stack([s * a.cos(), -s * a.sin(), t[:, 0]], 1), torch.stack([s * a.sin(), s * a.cos(), t[:, 1]], 1)], 1
+    )
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _attribute_inputs(batch: dict[str, Tensor], generator: torch.Generator) -> Tensor:
+    """DECA crops from jittered landmark boxes (3 in 4) or the fixed face-world box (1 in 4)."""
+    lm = batch["landmarks"]
+    n = lm.shape[0]
+    jitter = 0.04 * 64 * (2 * torch.rand(n, 1, 2, generator=generator) - 1)
+    scale = 1 + 0.05 * (2 * torch.rand(n, 1, 1, generator=generator) - 1)
+    centre = lm.mean(1, keepdim=True)
+    lm_j = centre + (lm - centre) * scale + jitter
+    crops = attribute_crop(batch["image"], lm_j)
+    fixed = attribute_crop(batch["image"])
+    use_fixed = (torch.rand(n, generator=generator) < 0.25)[:, None, None, None]
+    return torch.where(use_fixed, fixed, crops)
+
+
+# ------------------------------------------------------------------------------------------------ training
+def train_identity(
+    steps: int = 1500,
+    batch_size: int = 128,
+    n_identities: int = 3000,
+    lr: float = 2e-3,
+    margin: float = 0.25,
+    scale: float = 30.0,
+    seed: int = 0,
+    log_every: int = 50,
+) -> FaceWorldIdentity:
+    """CosFace training over ``n_identities`` train-split identities with random pose and expression."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    net = FaceWorldIdentity()
+    head = nn.Parameter(torch.randn(n_identities, net.dim) * 0.01)
+    opt = torch.optim.AdamW([*net.parameters(), head], lr=lr, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
+    t0 = time.time()
+    for step in range(steps):
+        labels = torch.randint(0, n_identities, (batch_size,), generator=g)
+        batch = _batch(fw.SPLITS["train"].start + labels, g)
+        x = _jitter_affine(net.crop(batch["image"]), g, 0.08, 0.06, 6.0)
+        emb = F.normalize(net.output_layer(net.body(x)), dim=1)
+        cos = emb @ F.normalize(head, dim=1).T
+        logits = scale * (cos - margin * F.one_hot(labels, n_identities))
+        loss = F.cross_entropy(logits, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % log_every == 0 or step == steps - 1:
+            acc = (cos.argmax(1) == labels).float().mean().item()
+            print(f"identity step {step:5d} loss {loss.item():.3f} train acc {acc:.3f} ({time.time() - t0:.0f} s)")
+    return net.freeze()
+
+
+def _attribute_loss(pred: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    ident = batch["identity"]
+    cam = _cam_from_crop(batch["landmarks"], batch["image"].shape[-1]) / _CAM_SCALE
+    return {
+        "shape": F.smooth_l1_loss(pred["shape"], ident[:, : fw.SHAPE_DIM], beta=0.05),
+        "tex": F.smooth_l1_loss(pred["tex"], ident[:, fw.SHAPE_DIM :], beta=0.05),
+        "exp": F.smooth_l1_loss(pred["exp"], batch["expression"], beta=0.05),
+        "angles": F.smooth_l1_loss(pred["angles"], batch["pose"] / _ANGLE_SCALE, beta=0.05),
+        "cam": F.smooth_l1_loss(pred["cam"], cam, beta=0.05),
+    }
+
+
+def train_attributes(
+    steps: int = 2000, batch_size: int = 96, lr: float = 2e-3, seed: int = 1, log_every: int = 50
+) -> FaceWorldAttributes:
+    """Regression of geometry, texture, expression, pose and camera on DECA-style crops of train identities."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    net = FaceWorldAttributes()
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
+    n_train = len(fw.SPLITS["train"])
+    t0 = time.time()
+    for step in range(steps):
+        ids = fw.SPLITS["train"].start + torch.randint(0, n_train, (batch_size,), generator=g)
+        batch = _batch(ids, g)
+        pred = net.raw(net.features(_attribute_inputs(batch, g)))
+        terms = _attribute_loss(pred, batch)
+        loss = terms["shape"] + 0.5 * terms["tex"] + 2 * terms["exp"] + 2 * terms["angles"] + 0.5 * terms["cam"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % log_every == 0 or step == steps - 1:
+            parts = " ".join(f"{k} {v.item():.4f}" for k, v in terms.items())
+            print(f"attributes step {step:5d} loss {loss.item():.4f} ({parts}) ({time.time() - t0:.0f} s)")
+    return net.freeze()
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+@torch.no_grad()
+def evaluate_identity(
+    net: FaceWorldIdentity, n_identities: int = 300, per_identity: int = 4, seed: int = 0
+) -> dict[str, float]:
+    """Verification on held-out (test-split) identities: ROC-AUC of cosine similarity over all pairs, and the
+    true-accept rate at 1% false accepts."""
+    from sklearn.metrics import roc_auc_score
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.tensor(list(fw.SPLITS["test"])[:n_identities]).repeat_interleave(per_identity)
+    embs = torch.cat([net.embed_images(_batch(ids[i : i + 200], g)["image"]) for i in range(0, len(ids), 200)])
+    sim = embs @ embs.T
+    same = ids[:, None] == ids[None, :]
+    upper = torch.triu(torch.ones_like(same), diagonal=1)
+    scores, labels = sim[upper].numpy(), same[upper].numpy()
+    neg = torch.sort(sim[upper & ~same], descending=True).values
+    threshold = neg[max(0, int(0.01 * len(neg)) - 1)]
+    tar = (sim[upper & same] > threshold).float().mean().item()
+    return {"roc_auc": float(roc_auc_score(labels, scores)), "tar_at_far_1pct": tar}
+
+
+@torch.no_grad()
+def evaluate_attributes(net: FaceWorldAttributes, n: int = 1000, seed: int = 0, fixed_box: bool = False) -> dict:
+    """Held-out accuracy: mean absolute yaw/pitch/roll error (degrees), R^2 of every expression coefficient and their
+    mean, R^2 of the geometry. Crops from the true landmarks (or the fixed face-world box with ``fixed_box``)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.tensor(list(fw.SPLITS["test"])[:n])
+    preds, truth = [], []
+    for i in range(0, n, 200):
+        batch = _batch(ids[i : i + 200], g)
+        out = net(attribute_crop(batch["image"], None if fixed_box else batch["landmarks"]))
+        preds.append(out)
+        truth.append(batch)
+    cat = lambda items, k: torch.cat([x[k] for x in items])  # noqa: E731
+    angles, pose = cat(preds, "angles"), cat(truth, "pose")
+    exp, expr = cat(preds, "exp"), cat(truth, "expression")
+    shape, ident = cat(preds, "shape"), cat(truth, "identity")[:, : fw.SHAPE_DIM]
+
+    def r2(p: Tensor, t: Tensor) -> Tensor:
+        return 1 - ((p - t) ** 2).sum(0) / ((t - t.mean(0)) ** 2).sum(0)
+
+    err = (angles - pose).abs().mean(0)
+    exp_r2 = r2(exp, expr)
+    return {
+        "yaw_err_deg": err[0].item(),
+        "pitch_err_deg": err[1].item(),
+        "roll_err_deg": err[2].item(),
+        "expression_r2": {name: exp_r2[i].item() for i, name in enumerate(fw.EXPRESSION_NAMES)},
+        "expression_r2_mean": exp_r2.mean().item(),
+        "shape_r2_mean": r2(shape, ident).mean().item(),
+    }
+
+
+def _format(metrics: dict) -> str:
+    lines = []
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            lines.append(f"  {k}: " + ", ".join(f"{n} {x:.3f}" for n, x in v.items()))
+        else:
+            lines.append(f"  {k}: {v:.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Train or evaluate the face-world experts (see the module docstring).")
+    sub = ap.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train one expert and save it")
+    tr.add_argument("expert", choices=["identity", "attributes"])
+    tr.add_argument("--out", required=True, help="output file (e.g. pretrained/faceworld/faceworld_identity.pt)")
+    tr.add_argument("--steps", type=int, default=None)
+    tr.add_argument("--seed", type=int, default=None)
+    ev = sub.add_parser("evaluate", help="held-out accuracy of the registered (or given) experts")
+    ev.add_argument("--identity", default=None, help="identity expert file (default: the registry's)")
+    ev.add_argument("--attributes", default=None, help="attribute expert file (default: the registry's)")
+    args = ap.parse_args(argv)
+    if args.command == "train":
+        kw = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
+        if args.expert == "identity":
+            net = train_identity(**kw)
+            metrics = evaluate_identity(net)
+            config = {"width": net.width, "dim": net.dim}
+        else:
+            net = train_attributes(**kw)
+            metrics = evaluate_attributes(net)
+            metrics["fixed_box"] = evaluate_attributes(net, fixed_box=True)
+            config = {"width": net.width, "hidden": net.hidden}
+        print(f"held-out {args.expert} accuracy:\n{_format(metrics)}")
+        _save(net, args.expert, config, args.out, metrics)
+        print(f"saved {args.out}")
+        return
+    ident = load_faceworld_identity(args.identity)
+    print(f"identity expert ({resolve('faceworld_identity', args.identity)}):\n{_format(evaluate_identity(ident))}")
+    attr = load_faceworld_attributes(args.attributes)
+    print(f"attribute expert ({resolve('faceworld_attributes', args.attributes)}):")
+    print(_format(evaluate_attributes(attr)))
+    print("  with the fixed face-world box:")
+    print(_format(evaluate_attributes(attr, fixed_box=True)))
+
+
+if __name__ == "__main__":
+    main()

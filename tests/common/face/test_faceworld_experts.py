@@ -1,0 +1,125 @@
+"""Face-world experts: the real networks' interfaces, the FLAME-like geometry, the camera, loading and training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from common.data import faceworld as fw
+from common.face import faceworld_experts as fe
+from common.face.checkpoint import CheckpointError
+from common.face.flame import axis_angle_to_euler, orthographic_project, rotation_matrix_to_axis_angle, to_image_space
+from common.face.losses import FIXED_CAM, flame_shape_terms
+from common.weights import MissingWeightsError
+
+
+def batch(n: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    return fe._batch(torch.arange(n), torch.Generator().manual_seed(seed))
+
+
+def test_identity_interface_matches_arcface():
+    net = fe.FaceWorldIdentity().freeze()
+    b = batch()
+    x = net.crop(b["image"])
+    assert x.shape == (4, 3, 56, 56)
+    fmap = net.features(x)
+    assert fmap.shape == (4, 96, 7, 7)
+    emb = net(x)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(4))
+    torch.testing.assert_close(torch.nn.functional.normalize(net.output_layer(fmap), dim=1), emb)
+    torch.testing.assert_close(net.embed_images(b["image"]), emb)
+    # gradients reach the image (it is used as a loss)
+    img = b["image"].clone().requires_grad_(True)
+    net.embed_images(img).sum().backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="56"):
+        net(b["image"])
+
+
+def test_frozen_expert_stays_in_eval_mode():
+    net = fe.FaceWorldIdentity().freeze()
+    holder = torch.nn.Sequential(net)
+    holder.train()
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+
+
+def test_attribute_interface_matches_deca():
+    net = fe.FaceWorldAttributes().freeze()
+    b = batch()
+    crop = fe.attribute_crop(b["image"], b["landmarks"])
+    assert crop.shape == (4, 3, 56, 56) and crop.min() >= 0 and crop.max() <= 1
+    out = net(crop)
+    assert out["shape"].shape == (4, fw.SHAPE_DIM) and out["exp"].shape == (4, 8)
+    assert out["pose"].shape == (4, 6) and out["cam"].shape == (4, 3)
+    # the pose is axis-angle in FLAME's convention: it decodes back to the predicted Euler angles
+    torch.testing.assert_close(axis_angle_to_euler(out["pose"][:, :3]), out["angles"], atol=1e-3, rtol=0)
+    fmap = net.features(crop)
+    for k, v in net.params_from_features(fmap).items():
+        torch.testing.assert_close(v, out[k])
+    assert fe.attribute_crop(b["image"]).shape == (4, 3, 56, 56)  # the fixed face-world box
+
+
+def test_flame_like_model_is_the_renderer_geometry():
+    b = batch(3)
+    flame = fe.FaceWorldFLAME()
+    pose6 = torch.cat([rotation_matrix_to_axis_angle(fw.rotation(b["pose"])), torch.zeros(3, 3)], 1)
+    verts, lm = flame(b["identity"][:, : fw.SHAPE_DIM], b["expression"], pose6)
+    assert verts.shape == (3, 158, 3) and lm.shape == (3, 68, 3)
+    # DECA's fixed camera (8, 0, 0) puts the landmarks exactly on the render's pixels
+    cam = torch.tensor(FIXED_CAM).expand(3, 3)
+    pix = to_image_space(orthographic_project(lm, cam), 64)[..., :2]
+    torch.testing.assert_close(pix, b["landmarks"], atol=1e-3, rtol=0)
+    # texture does not change the geometry; the shape and eye/mouth terms of StyleMask run on it unchanged
+    gt = {"shape": b["identity"][:, : fw.SHAPE_DIM], "exp": b["expression"], "pose": pose6}
+    same = flame_shape_terms(flame, gt, gt, image_size=224)
+    assert all(v.item() == 0 for v in same.values())
+    moved = dict(gt, exp=gt["exp"] + torch.tensor([0, 0.6, 0, 0, 0, 0, 0, 0]))
+    terms = flame_shape_terms(flame, gt, moved, image_size=224)
+    assert terms["mouth"] > 0.5 and terms["shape"] > 0
+
+
+def test_camera_projects_onto_the_crop():
+    """cam from the crop box: DECA's decode of the FLAME-unit landmarks lands on the cropped landmark pixels."""
+    from common.face.align import deca_crop_matrix
+
+    b = batch(4, seed=3)
+    cam = fe._cam_from_crop(b["landmarks"], 64)
+    pose6 = torch.cat([rotation_matrix_to_axis_angle(fw.rotation(b["pose"])), torch.zeros(4, 3)], 1)
+    _, lm = fe.FaceWorldFLAME()(b["identity"][:, : fw.SHAPE_DIM], b["expression"], pose6)
+    proj = to_image_space(orthographic_project(lm, cam), 56)[..., :2]
+    m = deca_crop_matrix(landmarks=b["landmarks"], size=56)
+    expected = torch.einsum("bij,bnj->bni", m[:, :, :2], b["landmarks"]) + m[:, None, :, 2]
+    torch.testing.assert_close(proj, expected, atol=1e-3, rtol=0)
+
+
+def test_save_load_round_trip_and_errors(tmp_path):
+    net = fe.FaceWorldIdentity().freeze()
+    path = tmp_path / "id.pt"
+    fe._save(net, "identity", {"width": net.width, "dim": net.dim}, path)
+    loaded = fe.load_faceworld_identity(path)
+    x = torch.rand(2, 3, 56, 56) * 2 - 1
+    torch.testing.assert_close(loaded(x), net(x))
+    with pytest.raises(CheckpointError, match="identity' expert, not the 'attributes"):
+        fe.load_faceworld_attributes(path)
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="other.pt: not a face-world expert"):
+        fe.load_faceworld_identity(tmp_path / "other.pt")
+    with pytest.raises(MissingWeightsError, match="rebuild: python -m common.face.faceworld_experts"):
+        fe.load_faceworld_attributes(tmp_path / "absent.pt")
+
+
+def test_training_reduces_the_losses():
+    """A few steps of each recipe on a tiny budget run and lower their loss (the full runs are in the README)."""
+    torch.manual_seed(0)
+    ident = fe.train_identity(steps=12, batch_size=32, n_identities=8, lr=3e-3, log_every=100)
+    assert not ident.training
+    g = torch.Generator().manual_seed(5)
+    b = fe._batch(torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), g)
+    emb = ident.embed_images(b["image"])
+    sim = emb @ emb.T
+    same = torch.tensor([sim[0, 1], sim[2, 3], sim[4, 5], sim[6, 7]]).mean()
+    diff = torch.tensor([sim[0, 2], sim[2, 4], sim[4, 6], sim[6, 0]]).mean()
+    assert same > diff
+    attr = fe.train_attributes(steps=15, batch_size=32, lr=3e-3, log_every=100)
+    metrics = fe.evaluate_attributes(attr, n=64)
+    assert metrics["yaw_err_deg"] < 12  # an untrained head predicts ~0: mean |yaw| is about 12 degrees
