@@ -42,11 +42,13 @@ __all__ = [
     "FaceWorldAttributes",
     "FaceWorldFLAME",
     "FaceWorldIdentity",
+    "FaceWorldPerceptual",
     "attribute_crop",
     "evaluate_attributes",
     "evaluate_identity",
     "load_faceworld_attributes",
     "load_faceworld_identity",
+    "load_faceworld_perceptual",
 ]
 
 INPUT_SIZE = 56
@@ -221,6 +223,52 @@ class FaceWorldFLAME(nn.Module):
 
     def landmarks3d(self, vertices: Tensor) -> Tensor:
         return vertices[:, :68]
+
+
+class FaceWorldPerceptual(nn.Module):
+    """An LPIPS-like distance for face-world images from the two experts' feature maps (where LPIPS is used).
+
+    ``forward(x, y) -> [B]`` for ``x, y [B,3,H,W]`` in [-1, 1]: for the output of each residual stage of both
+    experts (identity expert on pSp's identity crop, attribute expert on the fixed DECA crop), the channel vectors
+    are unit-normalised per position, and the squared distance averaged over positions; the stages' terms sum
+    (LPIPS's formula with unit channel weights). Frozen; gradients reach the images.
+    """
+
+    def __init__(self, identity: FaceWorldIdentity, attributes: FaceWorldAttributes) -> None:
+        super().__init__()
+        self.identity = identity.freeze()
+        self.attributes = attributes.freeze()
+
+    @staticmethod
+    def _stages(trunk: nn.Sequential, x: Tensor) -> list[Tensor]:
+        feats = []
+        for layer in trunk:
+            x = layer(x)
+            if isinstance(layer, _Block):
+                feats.append(x)
+        return feats
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(
+                f"FaceWorldPerceptual expects two [B,3,H,W] images, got {tuple(x.shape)}, {tuple(y.shape)}"
+            )
+        both = torch.cat([x, y]).clamp(-1, 1)
+        feats = self._stages(self.identity.body, self.identity.crop(both))
+        feats += self._stages(self.attributes.encoder, attribute_crop(both) * 2 - 1)
+        total = x.new_zeros(x.shape[0])
+        for f in feats:
+            f = F.normalize(f, dim=1)
+            fx, fy = f.chunk(2)
+            total = total + (fx - fy).pow(2).sum(1).mean((1, 2))
+        return total
+
+
+def load_faceworld_perceptual(
+    identity_path: str | os.PathLike | None = None, attributes_path: str | os.PathLike | None = None
+) -> FaceWorldPerceptual:
+    """:class:`FaceWorldPerceptual` over the trained experts (registry files unless paths are given)."""
+    return FaceWorldPerceptual(load_faceworld_identity(identity_path), load_faceworld_attributes(attributes_path))
 
 
 # ------------------------------------------------------------------------------------------------ crops

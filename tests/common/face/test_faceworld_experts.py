@@ -123,3 +123,19 @@ def test_training_reduces_the_losses():
     attr = fe.train_attributes(steps=15, batch_size=32, lr=3e-3, log_every=100)
     metrics = fe.evaluate_attributes(attr, n=64)
     assert metrics["yaw_err_deg"] < 12  # an untrained head predicts ~0: mean |yaw| is about 12 degrees
+
+
+def test_perceptual_distance():
+    perc = fe.FaceWorldPerceptual(fe.FaceWorldIdentity(), fe.FaceWorldAttributes())
+    b = batch(4)
+    x = b["image"]
+    d_self = perc(x, x)
+    torch.testing.assert_close(d_self, torch.zeros(4))
+    y = x.clone().requires_grad_(True)
+    d = perc(x.roll(1, 0), y)
+    assert d.shape == (4,) and (d > 0).all()
+    d.sum().backward()
+    assert y.grad.abs().sum() > 0
+    # symmetric, and a small change is closer than a different face
+    torch.testing.assert_close(perc(x, x.roll(1, 0)), perc(x.roll(1, 0), x))
+    assert (perc(x, x + 0.02 * torch.randn_like(x)) < perc(x, x.roll(1, 0))).all()
