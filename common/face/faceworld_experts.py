@@ -45,6 +45,7 @@ __all__ = [
     "FaceWorldPerceptual",
     "attribute_crop",
     "evaluate_attributes",
+    "estimate_landmarks",
     "evaluate_identity",
     "load_faceworld_attributes",
     "load_faceworld_identity",
@@ -297,6 +298,37 @@ def _cam_from_crop(landmarks: Tensor, image_size: int, size: int = INPUT_SIZE) -
     tx = ((half * S + Tx) * 2 / size - 1) / s
     ty = (size / 2 - half * S - Ty) * 2 / (s * size)
     return torch.stack([s, tx, ty], 1)
+
+
+def _crop_to_image(points: Tensor, m: Tensor) -> Tensor:
+    """Crop pixels ``[B,N,2]`` -> input-image pixels, for the crop matrix ``m [B,2,3]`` (input -> crop)."""
+    A, t = m[:, :, :2], m[:, :, 2]
+    return torch.linalg.solve(A, (points - t[:, None]).transpose(1, 2)).transpose(1, 2)
+
+
+def estimate_landmarks(
+    attributes: FaceWorldAttributes, images: Tensor, flame: FaceWorldFLAME | None = None, refine: int = 1
+) -> Tensor:
+    """68 landmarks ``[B,68,2]`` (pixels) of face-world images ``[B,3,H,W]`` in [-1, 1] by the attribute expert.
+
+    DECA's way: crop, regress shape/expression/pose/camera, decode the geometry (:class:`FaceWorldFLAME`), project
+    with the camera into the crop, map back to the image. The first crop is the fixed face-world box; each of
+    ``refine`` further passes crops around the previous estimate. Differentiable in the images.
+    """
+    from common.face.align import deca_crop_matrix
+    from common.face.flame import orthographic_project, to_image_space
+
+    flame = flame or FaceWorldFLAME()
+    b, _, h, w = images.shape
+    left, top, right, bottom = FACEWORLD_FACE_BOX
+    lm = images.new_tensor([[left * w, top * h], [right * w, bottom * h]]).expand(b, 2, 2)
+    for _ in range(1 + refine):
+        box = lm.detach()
+        out = attributes(attribute_crop(images, box))
+        _, lm3 = flame(out["shape"], out["exp"], out["pose"])
+        crop_px = to_image_space(orthographic_project(lm3, out["cam"]), INPUT_SIZE)[..., :2]
+        lm = _crop_to_image(crop_px, deca_crop_matrix(landmarks=box, size=INPUT_SIZE).to(images))
+    return lm
 
 
 # ------------------------------------------------------------------------------------------------ loading

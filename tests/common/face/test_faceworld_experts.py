@@ -139,3 +139,27 @@ def test_perceptual_distance():
     # symmetric, and a small change is closer than a different face
     torch.testing.assert_close(perc(x, x.roll(1, 0)), perc(x.roll(1, 0), x))
     assert (perc(x, x + 0.02 * torch.randn_like(x)) < perc(x, x.roll(1, 0))).all()
+
+
+def test_estimate_landmarks_inverts_the_crop(monkeypatch):
+    """With an oracle attribute network (the true parameters and camera of each crop), the estimate equals the
+    true landmarks: the crop, the FLAME decode, the camera and the way back to the image are consistent."""
+    b = batch(3, seed=7)
+    truth = {"i": 0}
+
+    class Oracle(torch.nn.Module):
+        def forward(self, crop):
+            box = truth["box"]
+            pose6 = torch.cat([rotation_matrix_to_axis_angle(fw.rotation(b["pose"])), torch.zeros(3, 3)], 1)
+            cam = fe._cam_from_crop(box, 64)
+            return {"shape": b["identity"][:, : fw.SHAPE_DIM], "exp": b["expression"], "pose": pose6, "cam": cam}
+
+    real_crop = fe.attribute_crop
+
+    def spy(images, landmarks=None, size=fe.INPUT_SIZE):
+        truth["box"] = landmarks
+        return real_crop(images, landmarks, size)
+
+    monkeypatch.setattr(fe, "attribute_crop", spy)
+    lm = fe.estimate_landmarks(Oracle(), b["image"], refine=1)
+    torch.testing.assert_close(lm, b["landmarks"], atol=1e-2, rtol=0)
