@@ -16,7 +16,7 @@ BENCHES := maskcon generator cgh hyperreenact stylemask dferclip ops
 export OMP_NUM_THREADS ?= 2
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: help install test test-full test-gpu lint demo bench \
+.PHONY: help install test test-full test-gpu test-browser lint demo bench app \
         $(addprefix demo-,$(DEMOS)) $(addprefix bench-,$(BENCHES)) \
         reproduce-maskcon reproduce-dferclip reproduce-cgh reproduce-stylemask reproduce-hyperreenact
 
@@ -41,6 +41,15 @@ test-full: $(VENV)/.installed ## All CPU tests, including those marked slow
 
 test-gpu: $(VENV)/.installed ## Tests that need a CUDA device (kernels against references)
 	$(PY) -m pytest -q -m 'gpu or cuda_build' $(PYTEST_ARGS)
+
+# PAPERLAB_APP_SCREENSHOTS=docs/app make test-browser refreshes the README's screenshots
+test-browser: $(VENV)/.installed ## The web app in headless Chromium (part of make test; needs apt-get install chromium)
+	$(PY) -m pytest -q -m browser tests/projects/app $(PYTEST_ARGS)
+
+APP_ARGS ?=
+app: $(VENV)/.installed ## The web app on 127.0.0.1 (Gradio): APP_ARGS="--ckpt stylemask=last.ckpt --port 7860"
+	@$(PY) -c "import gradio" 2>/dev/null || $(PY) -m pip install -e '.[app]'
+	$(PY) -m projects.app.main $(APP_ARGS)
 
 lint: $(VENV)/.installed ## ruff check and format check
 	$(VENV)/bin/ruff check .
