@@ -60,7 +60,7 @@ SHAPE_PARAMS: tuple[tuple[str, float, float], ...] = (
     ("nose_w", 0.050, 0.080),
     ("mouth_gap", 0.09, 0.14),  # nose bottom to the mouth line
     ("mouth_w", 0.13, 0.19),  # half width
-    ("lip_thick", 0.020, 0.034),
+    ("lip_thick", 0.026, 0.042),
     ("hairline", 0.38, 0.62),
     ("hair_len", 0.0, 1.0),  # 0 short, 1 to the shoulders
     ("hair_volume", 0.0, 1.0),
@@ -240,9 +240,9 @@ def _geometry(identity: Tensor, expression: Tensor) -> _Geometry:
     eye_y, eye_h = P("eye_y"), P("eye_h")
     nose_y = eye_y - P("nose_len")
     mouth_y = nose_y - P("mouth_gap")
-    gap = 0.16 * e["mouth_open"] + 0.012 * e["smile"] + 0.01 * e["lip_stretch"]
+    gap = 0.16 * e["mouth_open"] + 0.012 * e["smile"] + 0.03 * e["lip_stretch"]
     eye = e["eye_open"]
-    openness = 1 + 0.97 * eye.clamp(max=0) + 0.75 * eye.clamp(min=0) - 0.3 * e["smile"] - 0.15 * e["nose_wrinkle"]
+    openness = 1 + 0.97 * eye.clamp(max=0) + 0.75 * eye.clamp(min=0) - 0.3 * e["smile"] - 0.3 * e["nose_wrinkle"]
     openness = openness.clamp(0.02, 1.9)
     return _Geometry(
         a=a,
@@ -257,20 +257,20 @@ def _geometry(identity: Tensor, expression: Tensor) -> _Geometry:
         lid_up=eye_h * openness,
         lid_low=eye_h * 0.6 * (1 - 0.35 * e["smile"]) * (1.5 * openness).clamp(max=1.0),
         eye_h=eye_h,
-        brow_y=eye_y + P("brow_gap") + 0.07 * e["brow_raise"] - 0.025 * e["brow_furrow"],
+        brow_y=eye_y + P("brow_gap") + 0.1 * e["brow_raise"] - 0.03 * e["brow_furrow"],
         brow_inner_drop=0.045 * e["brow_furrow"] - 0.025 * e["brow_raise"] * (1 - e["brow_furrow"]),
         brow_shift=0.022 * e["brow_furrow"],
         brow_thick=P("brow_thick"),
         brow_len=P("brow_len"),
         nose_y=nose_y,
-        nose_w=P("nose_w") * (1 + 0.12 * e["nose_wrinkle"]),
+        nose_w=P("nose_w") * (1 + 0.3 * e["nose_wrinkle"]),
         nose_len=P("nose_len"),
         mouth_y=mouth_y,
-        mouth_w=P("mouth_w") * (1 + 0.2 * e["smile"] + 0.3 * e["lip_stretch"] - 0.12 * e["frown"]),
-        corner_lift=0.055 * e["smile"] - 0.05 * e["frown"] - 0.015 * e["lip_stretch"],
+        mouth_w=P("mouth_w") * (1 + 0.2 * e["smile"] + 0.4 * e["lip_stretch"] - 0.15 * e["frown"]),
+        corner_lift=0.055 * e["smile"] - 0.085 * e["frown"] - 0.03 * e["lip_stretch"],
         gap=gap,
         lip_thick=P("lip_thick") * (1 - 0.3 * e["lip_stretch"]),
-        lip_raise=0.025 * e["nose_wrinkle"],
+        lip_raise=0.04 * e["nose_wrinkle"],
         hairline=P("hairline") * P("head_h"),
         hair_len=P("hair_len"),
         hair_volume=P("hair_volume"),
@@ -427,7 +427,7 @@ def _colours(identity: Tensor) -> dict[str, Tensor]:
     hair = t(22, 18, 16) + (t(212, 176, 118) - t(22, 18, 16)) * hl**1.3
     hair = hair + (t(150, 62, 28) - hair) * 0.55 * hr * (1 - hl)
     iris = t(88, 54, 30) + (t(72, 118, 150) - t(88, 54, 30)) * P("iris")
-    lip = skin * 0.78 + (t(168, 58, 68) - skin * 0.78) * (0.25 + 0.45 * P("lip_red"))
+    lip = skin * 0.7 + (t(168, 50, 62) - skin * 0.7) * (0.35 + 0.5 * P("lip_red"))
     bg = 0.2 + 0.6 * torch.cat([P("bg_r"), P("bg_g"), P("bg_b")], 1)
     cloth = 0.1 + 0.8 * torch.cat([P("cloth_r"), P("cloth_g"), P("cloth_b")], 1)
     return {
@@ -599,9 +599,9 @@ def render(
     # nose wrinkle lines and smile folds
     for k in (0.0, 1.0):
         yy = B3(g.eye_y) - 0.015 - 0.03 * k
-        sd = torch.maximum((y - yy).abs() - 0.006, x.abs() - 0.05)
-        alpha = 0.55 * B3(expression[:, EXPRESSION_NAMES.index("nose_wrinkle")]) * _soft(sd, w)
-        surf = _over(surf, col["skin"] * 0.55, alpha)
+        sd = torch.maximum((y - yy).abs() - 0.011, x.abs() - 0.065)
+        alpha = 0.8 * B3(expression[:, EXPRESSION_NAMES.index("nose_wrinkle")]) * _soft(sd, w)
+        surf = _over(surf, col["skin"] * 0.45, alpha)
     smile = expression[:, EXPRESSION_NAMES.index("smile")]
     for side in (-1.0, 1.0):
         # a straight fold from beside the nose wing to beyond the mouth corner
