@@ -434,6 +434,19 @@ register(
 )
 register(
     Artifact(
+        name="faceworld_e4e",
+        filename="faceworld_e4e.pt",
+        subdir="faceworld",
+        source="trained by paperlab on the face world (common/stylegan2/faceworld_e4e.py)",
+        licence=_FW_LICENCE,
+        users=("stylemask", "hyperreenact"),
+        sha256=None,
+        description="e4e encoder of face-world renders into the face-world generator's W+ (64 px, float16)",
+        rebuild="python -m common.stylegan2.faceworld_e4e train --out pretrained/faceworld/faceworld_e4e.pt",
+    )
+)
+register(
+    Artifact(
         name="faceworld_attributes",
         filename="faceworld_attributes.pt",
         subdir="faceworld",

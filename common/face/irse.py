@@ -9,13 +9,24 @@ Input convention: RGB in [-1, 1] (``(x - 0.5) / 0.5``), 112x112, aligned face.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Backbone", "BlockSpec", "BottleneckIR", "BottleneckIRSE", "SEModule", "build_body", "get_blocks"]
+__all__ = [
+    "IR_UNITS",
+    "IR_WIDTHS",
+    "Backbone",
+    "BlockSpec",
+    "BottleneckIR",
+    "BottleneckIRSE",
+    "SEModule",
+    "build_body",
+    "get_blocks",
+]
 
 
 class BlockSpec(NamedTuple):
@@ -30,22 +41,44 @@ def _stage(in_channel: int, depth: int, num_units: int, stride: int = 2) -> list
     return [BlockSpec(in_channel, depth, stride)] + [BlockSpec(depth, depth, 1) for _ in range(num_units - 1)]
 
 
-def get_blocks(num_layers: int) -> list[list[BlockSpec]]:
-    """Stage layout of IR-50/100/152: four stages (64, 128, 256, 512 channels), first unit of each has stride 2."""
-    units = {50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}
-    if num_layers not in units:
-        raise ValueError(f"num_layers must be one of {sorted(units)}, got {num_layers}")
-    n = units[num_layers]
-    return [_stage(64, 64, n[0]), _stage(64, 128, n[1]), _stage(128, 256, n[2]), _stage(256, 512, n[3])]
+IR_UNITS: dict[int, tuple[int, int, int, int]] = {50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}
+IR_WIDTHS: tuple[int, int, int, int] = (64, 128, 256, 512)
+
+
+def get_blocks(
+    num_layers: int = 50, units: Sequence[int] | None = None, widths: Sequence[int] | None = None
+) -> list[list[BlockSpec]]:
+    """Stage layout: four stages, the first unit of each with stride 2 (the input of stage 1 has ``widths[0]``
+    channels, the stem's width).
+
+    Default: IR-50/100/152 (``units`` from ``num_layers``, widths 64/128/256/512, the released layout). ``units``
+    (4 unit counts, overriding ``num_layers``) and ``widths`` (4 channel counts) build smaller bodies, e.g. for
+    the face world's 64 px encoder.
+    """
+    if units is None:
+        if num_layers not in IR_UNITS:
+            raise ValueError(f"num_layers must be one of {sorted(IR_UNITS)}, got {num_layers}")
+        units = IR_UNITS[num_layers]
+    widths = IR_WIDTHS if widths is None else widths
+    if len(units) != 4 or any(int(u) < 1 for u in units):
+        raise ValueError(f"units must be 4 positive unit counts (one per stage), got {tuple(units)}")
+    if len(widths) != 4 or any(int(w) < 1 for w in widths):
+        raise ValueError(f"widths must be 4 positive channel counts (one per stage), got {tuple(widths)}")
+    ins = (widths[0], *widths[:3])
+    return [_stage(int(c), int(d), int(n)) for c, d, n in zip(ins, widths, units)]
 
 
 class SEModule(nn.Module):
-    """Squeeze-excitation with 1x1 convolutions (keys ``fc1.weight``, ``fc2.weight``; no biases)."""
+    """Squeeze-excitation with 1x1 convolutions (keys ``fc1.weight``, ``fc2.weight``; no biases).
+
+    The bottleneck has ``channels // reduction`` channels (at least 1, for narrow bodies below 16 channels).
+    """
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
-        self.fc1 = nn.Conv2d(channels, channels // reduction, kernel_size=1, padding=0, bias=False)
-        self.fc2 = nn.Conv2d(channels // reduction, channels, kernel_size=1, padding=0, bias=False)
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1, padding=0, bias=False)
+        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1, padding=0, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         s = F.adaptive_avg_pool2d(x, 1)
@@ -95,12 +128,14 @@ class BottleneckIRSE(nn.Module):
         return self.res_layer(x) + self.shortcut_layer(x)
 
 
-def build_body(num_layers: int, mode: str) -> nn.Sequential:
-    """The 24 (IR-50) bottleneck units as one ``nn.Sequential`` (keys ``body.0`` ... ``body.23``)."""
+def build_body(
+    num_layers: int, mode: str, units: Sequence[int] | None = None, widths: Sequence[int] | None = None
+) -> nn.Sequential:
+    """The bottleneck units of :func:`get_blocks` as one ``nn.Sequential`` (IR-50: keys ``body.0`` ... ``body.23``)."""
     if mode not in ("ir", "ir_se"):
         raise ValueError(f"mode must be 'ir' or 'ir_se', got {mode!r}")
     unit = BottleneckIR if mode == "ir" else BottleneckIRSE
-    return nn.Sequential(*[unit(*spec) for stage in get_blocks(num_layers) for spec in stage])
+    return nn.Sequential(*[unit(*spec) for stage in get_blocks(num_layers, units, widths) for spec in stage])
 
 
 class Backbone(nn.Module):

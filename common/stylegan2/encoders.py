@@ -12,6 +12,13 @@ Input: ``[B, input_nc, 256, 256]`` in [-1, 1] (FFHQ-aligned faces for the releas
 ``[B, n_styles, style_dim]`` (18 for a 1024 px generator, 14 for 256 px), plus ``latent_avg`` when
 ``add_latent_avg`` is set (pSp/e4e's ``start_from_latent_avg``; HyperReenact's VoxCeleb e4e adds nothing).
 Parameter names equal the official code, so ``load_e4e`` / ``load_psp`` read the released files strictly.
+
+Smaller encoders (the face world's, ``common/stylegan2/faceworld_e4e.py``) keep the structure and the key names
+and change only sizes: ``input_size`` (the style blocks' stride-2 stages follow it: c3 is ``input_size/16``, p2
+``/8``, p1 ``/4``), the body's ``units`` and ``widths`` per stage (the pyramid taps stay at the ends of stages 2,
+3 and 4; the pyramid width is ``widths[3]``) and ``block_width`` (the style blocks' conv width, then
+``EqualLinear(block_width, style_dim)``). The defaults are the released layout; ``load_e4e`` / ``load_psp`` read
+every size back off the state dict.
 """
 
 from __future__ import annotations
@@ -19,39 +26,41 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from common.face.irse import build_body, get_blocks
+from common.face.irse import IR_UNITS, IR_WIDTHS, build_body, get_blocks
 from common.stylegan2.checkpoints import CheckpointError, load_state_dict_checked, torch_load_checkpoint
 from common.stylegan2.layers import EqualLinear
 
-_BODY_UNITS = {24: 50, 49: 100, 50: 152}  # bottleneck units in the body -> IR depth
-
 
 class GradualStyleBlock(nn.Module):
-    """``log2(spatial)`` stride-2 conv3x3 + LeakyReLU(0.01) stages to 1x1, then ``EqualLinear(out_c, out_c)``."""
+    """``log2(spatial)`` stride-2 conv3x3 + LeakyReLU(0.01) stages to 1x1, then ``EqualLinear(width, out_c)``.
 
-    def __init__(self, in_c: int, out_c: int, spatial: int) -> None:
+    ``width``: the convs' channels (default ``out_c``, the released layout).
+    """
+
+    def __init__(self, in_c: int, out_c: int, spatial: int, width: int | None = None) -> None:
         super().__init__()
+        width = out_c if width is None else width
         self.out_c = out_c
         self.spatial = spatial
-        layers: list[nn.Module] = [nn.Conv2d(in_c, out_c, 3, stride=2, padding=1), nn.LeakyReLU()]
+        layers: list[nn.Module] = [nn.Conv2d(in_c, width, 3, stride=2, padding=1), nn.LeakyReLU()]
         for _ in range(int(math.log2(spatial)) - 1):
-            layers += [nn.Conv2d(out_c, out_c, 3, stride=2, padding=1), nn.LeakyReLU()]
+            layers += [nn.Conv2d(width, width, 3, stride=2, padding=1), nn.LeakyReLU()]
         self.convs = nn.Sequential(*layers)
-        self.linear = EqualLinear(out_c, out_c, lr_mul=1)
+        self.linear = EqualLinear(width, out_c, lr_mul=1)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.convs(x)
         if x.shape[-2:] != (1, 1):
             raise ValueError(
                 f"GradualStyleBlock(spatial={self.spatial}) reduced its input to {tuple(x.shape[-2:])}, not 1x1: "
-                f"the encoder input is too large (released models take 256x256)"
+                f"the encoder input is larger than the input_size it was built for"
             )
         return self.linear(x.flatten(1))
 
@@ -72,30 +81,63 @@ class _PyramidEncoder(nn.Module):
         style_dim: int = 512,
         input_nc: int = 3,
         add_latent_avg: bool = False,
+        input_size: int = 256,
+        units: Sequence[int] | None = None,
+        widths: Sequence[int] | None = None,
+        block_width: int | None = None,
     ) -> None:
         super().__init__()
         if stylegan_size < 8 or stylegan_size & (stylegan_size - 1):
             raise ValueError(f"stylegan_size must be a power of two >= 8, got {stylegan_size}")
-        self.input_layer = nn.Sequential(nn.Conv2d(input_nc, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
-        self.body = build_body(num_layers, mode)
+        if input_size < 32 or input_size & (input_size - 1):
+            raise ValueError(f"input_size must be a power of two >= 32, got {input_size}")
+        stages = get_blocks(num_layers, units, widths)
+        w = [stage[0].depth for stage in stages]
+        if any(w[k] == w[k - 1] for k in (1, 2, 3)):
+            # The loaders find the stage boundaries (stride-2 units) by their change of width.
+            raise ValueError(f"widths of stages 2-4 must each differ from the previous stage's, got {tuple(w)}")
+        self.input_size = input_size
+        self.units = tuple(len(stage) for stage in stages)
+        self.widths = tuple(w)
+        self.input_layer = nn.Sequential(
+            nn.Conv2d(input_nc, w[0], 3, 1, 1, bias=False), nn.BatchNorm2d(w[0]), nn.PReLU(w[0])
+        )
+        self.body = build_body(num_layers, mode, units, widths)
         self.style_count = 2 * int(math.log2(stylegan_size)) - 2
         self.style_dim = style_dim
-        spatial = [16 if i < self.coarse_ind else 32 if i < self.middle_ind else 64 for i in range(self.style_count)]
-        self.styles = nn.ModuleList([GradualStyleBlock(512, style_dim, s) for s in spatial])
-        self.latlayer1 = nn.Conv2d(256, 512, kernel_size=1, stride=1, padding=0)
-        self.latlayer2 = nn.Conv2d(128, 512, kernel_size=1, stride=1, padding=0)
+        self.block_width = style_dim if block_width is None else block_width
+        # Pyramid sizes: c3 at 1/16 of the input (rows 0-2), p2 at 1/8 (rows 3-6), p1 at 1/4 (the rest).
+        c3, p2, p1 = input_size // 16, input_size // 8, input_size // 4
+        spatial = [c3 if i < self.coarse_ind else p2 if i < self.middle_ind else p1 for i in range(self.style_count)]
+        self.styles = nn.ModuleList([GradualStyleBlock(w[3], style_dim, s, block_width) for s in spatial])
+        self.latlayer1 = nn.Conv2d(w[2], w[3], kernel_size=1, stride=1, padding=0)
+        self.latlayer2 = nn.Conv2d(w[1], w[3], kernel_size=1, stride=1, padding=0)
         self.add_latent_avg = add_latent_avg
         self.register_buffer("latent_avg", None, persistent=False)
-        # Indices of the body taps c1, c2, c3 (end of the 128-, 256- and 512-channel stages).
-        units = [len(b) for b in get_blocks(num_layers)]
-        self._taps = (units[0] + units[1] - 1, units[0] + units[1] + units[2] - 1, sum(units) - 1)
+        # Indices of the body taps c1, c2, c3 (ends of stages 2, 3 and 4: 128, 256, 512 channels when released).
+        n = self.units
+        self._taps = (n[0] + n[1] - 1, n[0] + n[1] + n[2] - 1, sum(n) - 1)
 
     @property
     def n_styles(self) -> int:
         return self.style_count
 
+    frozen = False
+
+    def freeze(self) -> _PyramidEncoder:
+        """Evaluation mode for good: no parameter gradients, and ``train()`` of a parent keeps BatchNorm in eval."""
+        self.frozen = True
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
+
+    def train(self, mode: bool = True) -> _PyramidEncoder:
+        return super().train(mode and not self.frozen)
+
     def pyramid(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Backbone taps ``(c1, c2, c3)``: 128 ch at 1/4, 256 ch at 1/8, 512 ch at 1/16 of the input size."""
+        """Backbone taps ``(c1, c2, c3)``: ``widths[1:]`` channels (released: 128, 256, 512) at 1/4, 1/8 and 1/16
+        of the input size."""
         if x.ndim != 4 or x.shape[1] != self.input_layer[0].in_channels:
             raise ValueError(
                 f"{type(self).__name__} expects [B, {self.input_layer[0].in_channels}, H, W], got {tuple(x.shape)}"
@@ -175,6 +217,7 @@ class Encoder4Editing(_PyramidEncoder):
 
 
 def _encoder_config(sd: Mapping[str, Tensor], source: str) -> dict:
+    """Constructor kwargs of the encoder whose state dict is ``sd``, every size read off the tensors' shapes."""
     if "input_layer.0.weight" not in sd or "styles.0.linear.weight" not in sd:
         raise CheckpointError(
             f"{source}: not a pSp/e4e encoder state dict (no 'input_layer.0.weight' / 'styles.0.linear.weight'; "
@@ -183,16 +226,37 @@ def _encoder_config(sd: Mapping[str, Tensor], source: str) -> dict:
     n_styles = max(int(m.group(1)) for k in sd if (m := re.match(r"styles\.(\d+)\.", k))) + 1
     if n_styles % 2:
         raise CheckpointError(f"{source}: {n_styles} style blocks; a StyleGAN2 W+ has an even number of rows")
-    units = max(int(m.group(1)) for k in sd if (m := re.match(r"body\.(\d+)\.", k))) + 1
-    if units not in _BODY_UNITS:
-        raise CheckpointError(f"{source}: {units} body units match no IR-50/100/152 backbone")
+    n_units = max(int(m.group(1)) for k in sd if (m := re.match(r"body\.(\d+)\.", k))) + 1
+    # Stages: a new one starts where a unit changes the width (those units carry a shortcut convolution).
+    units, widths = [0], [int(sd["input_layer.0.weight"].shape[0])]
+    for i in range(n_units):
+        key = f"body.{i}.res_layer.1.weight"
+        if key not in sd:
+            raise CheckpointError(f"{source}: body unit {i} has no '{key}'")
+        depth, cin = (int(d) for d in sd[key].shape[:2])
+        if cin != depth:
+            units.append(0)
+            widths.append(depth)
+        units[-1] += 1
+    if len(units) != 4:
+        raise CheckpointError(
+            f"{source}: the body has {len(units)} stages (units {units}, widths {widths}); the encoder needs 4"
+        )
+    n_convs = len([k for k in sd if re.fullmatch(r"styles\.0\.convs\.\d+\.weight", k)])
     mode = "ir_se" if any(k.endswith("res_layer.5.fc1.weight") for k in sd) else "ir"
+    style_dim = int(sd["styles.0.linear.weight"].shape[0])
+    block_width = int(sd["styles.0.linear.weight"].shape[1])
+    layers = next((n for n, u in IR_UNITS.items() if u == tuple(units)), None)
     return dict(
-        num_layers=_BODY_UNITS[units],
+        num_layers=layers or 50,
         mode=mode,
         stylegan_size=2 ** ((n_styles + 2) // 2),
-        style_dim=int(sd["styles.0.linear.weight"].shape[0]),
+        style_dim=style_dim,
         input_nc=int(sd["input_layer.0.weight"].shape[1]),
+        input_size=16 * 2 ** max(n_convs, 1),
+        units=None if layers else tuple(units),
+        widths=None if tuple(widths) == IR_WIDTHS else tuple(widths),
+        block_width=None if block_width == style_dim else block_width,
     )
 
 
