@@ -77,8 +77,20 @@ def infer_generator_config(sd: Mapping[str, Tensor], source: str = "state dict")
     for cm in (2, 1, 4):
         if list(generator_channels(size, cm, channel_max).values()) == found:
             return dict(size=size, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=cm, channel_max=channel_max)
+    # NVIDIA-style widths min(channel_base // res, channel_max): the smallest fitting base is some width * res
+    for base in sorted({w * 2 ** (k + 2) for k, w in enumerate(found)}):
+        try:
+            widths = list(generator_channels(size, 2, channel_max, base).values())
+        except ValueError:
+            continue
+        if widths == found:
+            return dict(
+                size=size, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=2, channel_max=channel_max,
+                channel_base=base,
+            )  # fmt: skip
     raise CheckpointError(
-        f"{source}: channel widths {found} (4 px .. {size} px) match no channel_multiplier in (1, 2, 4)"
+        f"{source}: channel widths {found} (4 px .. {size} px) match no channel_multiplier in (1, 2, 4) and no "
+        f"channel_base"
     )
 
 

@@ -53,13 +53,26 @@ class StyleLayer:
     conv_index: int | None = None
 
 
-def generator_channels(size: int, channel_multiplier: int = 2, channel_max: int = 512) -> dict[int, int]:
-    """Feature channels per resolution 4..size: 512 up to 32 px, then ``16384 / res * channel_multiplier``."""
+def generator_channels(
+    size: int, channel_multiplier: int = 2, channel_max: int = 512, channel_base: int | None = None
+) -> dict[int, int]:
+    """Feature channels per resolution 4..size (the discriminator uses the same widths).
+
+    rosinality (``channel_base=None``): 512 up to 32 px, then ``16384 / res * channel_multiplier``, capped at
+    ``channel_max``. NVIDIA's rule when ``channel_base`` is given: ``min(channel_base // res, channel_max)`` (e.g.
+    ``channel_base=16384 * channel_multiplier`` equals rosinality's layout when ``channel_max=512``; smaller bases
+    narrow the high-resolution layers of cheap models).
+    """
     out = {}
     for r in range(2, int(math.log2(size)) + 1):
         res = 2**r
-        base = 512 if res <= 32 else (16384 // res) * channel_multiplier
+        if channel_base is not None:
+            base = channel_base // res
+        else:
+            base = 512 if res <= 32 else (16384 // res) * channel_multiplier
         out[res] = min(base, channel_max)
+        if out[res] < 1:
+            raise ValueError(f"channel_base={channel_base} gives no channels at {res} px")
     return out
 
 
@@ -67,7 +80,8 @@ class Generator(nn.Module):
     """rosinality's StyleGAN2 generator; see the module docstring for the API.
 
     ``size``: output resolution, a power of two >= 8. ``channel_max`` (not in rosinality; default 512 keeps its
-    layout) caps every layer's width, for tiny test and toy models. ``latent_avg`` is a non-persistent buffer
+    layout) caps every layer's width, for tiny test and toy models; ``channel_base`` (not in rosinality; None keeps
+    its layout) sets NVIDIA-style widths ``min(channel_base // res, channel_max)``. ``latent_avg`` is a non-persistent buffer
     (not in the state dict) that ``load_generator`` fills from the checkpoint's ``latent_avg`` when present.
     """
 
@@ -80,6 +94,7 @@ class Generator(nn.Module):
         lr_mlp: float = 0.01,
         blur_kernel: Sequence[float] = (1, 3, 3, 1),
         channel_max: int = 512,
+        channel_base: int | None = None,
     ) -> None:
         super().__init__()
         if size < 8 or size & (size - 1):
@@ -90,11 +105,12 @@ class Generator(nn.Module):
         self.channel_multiplier = channel_multiplier
         self.lr_mlp = lr_mlp
         self.channel_max = channel_max
+        self.channel_base = channel_base
         self.style = nn.Sequential(
             PixelNorm(),
             *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu") for _ in range(n_mlp)],
         )
-        self.channels = generator_channels(size, channel_multiplier, channel_max)
+        self.channels = generator_channels(size, channel_multiplier, channel_max, channel_base)
         ch4 = self.channels[4]
         self.input = ConstantInput(ch4)
         self.conv1 = StyledConv(ch4, ch4, 3, style_dim, blur_kernel=blur_kernel)
