@@ -8,20 +8,29 @@
 * TensorBoard logging (CSV when TensorBoard is not installed) into a predictable run folder,
   ``<runs root>/<project>/<experiment>/version_<n>``, where the experiment is the stem of the last
   ``--config`` file (or ``default``) and the runs root is ``$PAPERLAB_RUNS`` or ``runs``; the folder is
-  printed when the command starts and when it ends.
+  printed when the command starts and when it ends;
+* checked checkpoints: ``--ckpt_path`` is checked right after parsing, before anything is built (readable, a
+  Lightning checkpoint, of this project's module), and read through ``CheckedCheckpointIO`` (NaN/Inf refused);
+* user errors (a missing or broken file, bad data: ``common.errors``) print their message alone and exit with
+  status 1; ``--debug`` (anywhere on the command line) or ``PAPERLAB_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from common.checkpoint import check_finite, check_lightning_checkpoint, is_lightning_checkpoint, read_checkpoint
+from common.errors import install_excepthook, pop_debug_flag
 
 RUNS_ENV = "PAPERLAB_RUNS"
 
@@ -48,6 +57,45 @@ def last_checkpoint(trainer) -> Path:
         if isinstance(cb, ModelCheckpoint) and cb.filename == LAST_NAME and cb.best_model_path:
             return Path(cb.best_model_path)
     raise FileNotFoundError("this trainer saved no last.ckpt (checkpointing off, or no training epoch ended)")
+
+
+class CheckedCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO reading files with ``common.checkpoint.read_checkpoint`` (one message per
+    broken file) and refusing NaN/Inf weights in Lightning checkpoints. Other files (``ddp_spawn`` hands the
+    trained weights back as a plain state dict) are returned as read."""
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        if not isinstance(path, (str, os.PathLike)) or str(path).startswith(("http://", "https://")):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        ckpt = read_checkpoint(path, "Lightning checkpoint", map_location=map_location or "cpu")
+        if is_lightning_checkpoint(ckpt):
+            check_finite(ckpt["state_dict"], path)
+        return ckpt
+
+
+class _BestCheckpoint(ModelCheckpoint):
+    """The best checkpoint on the monitored validation metric.
+
+    A run without validation data (e.g. DFER-CLIP's honest protocol, ``--data.val_split=none``) has no best
+    epoch: Lightning's ModelCheckpoint would then warn at every epoch end that the metric is missing. This one
+    says once that only ``last.ckpt`` is kept, and waits for the metric (it also works when the monitored key
+    is a training metric)."""
+
+    _told = False
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.monitor is not None and self.monitor not in trainer.callback_metrics and not _has_validation(trainer):
+            if not self._told and trainer.is_global_zero:
+                print(f"[paperlab] no validation data: no best checkpoint on {self.monitor} (last.ckpt is kept)")
+            self._told = True
+            return
+        super().on_train_epoch_end(trainer, pl_module)
+
+
+def _has_validation(trainer) -> bool:
+    n = trainer.num_val_batches
+    total = sum(n) if isinstance(n, (list, tuple)) else n
+    return bool(total) and trainer.limit_val_batches != 0
 
 
 class _PrintRunDir(Callback):
@@ -93,7 +141,7 @@ class PaperlabCLI(LightningCLI):
         callbacks: list[Callback] = []
         if monitor:
             callbacks.append(
-                ModelCheckpoint(
+                _BestCheckpoint(
                     monitor=monitor,
                     mode=mode,
                     filename="best-{epoch}-{step}",
@@ -152,6 +200,26 @@ class PaperlabCLI(LightningCLI):
             "init_args": {"save_dir": save_dir, "name": experiment},
         }
 
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, reading checkpoints through ``CheckedCheckpointIO`` unless another IO was configured."""
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = CheckedCheckpointIO()
+        return trainer
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's CLI reads ``--ckpt_path``'s hyperparameters into the config right after parsing (a plain
+        ``torch.load``): check the file first, so that a broken file, a plain state dict or another project's
+        checkpoint fails with one message before anything is built (tensor data is memory-mapped, not read)."""
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt_path is not None and str(ckpt_path) not in ("last", "best", "hpc", "registry"):
+            if "://" not in str(ckpt_path):
+                ckpt = read_checkpoint(ckpt_path, "Lightning checkpoint", mmap=True)
+                model_class = self.model_class if isinstance(self.model_class, type) else None
+                check_lightning_checkpoint(ckpt, ckpt_path, model_class)
+        super()._parse_ckpt_path()
+
 
 def cli_main(
     model_class: type[LightningModule] | None,
@@ -163,7 +231,15 @@ def cli_main(
     args: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> PaperlabCLI:
-    """Run the CLI (``fit``/``validate``/``test``/``predict``); ``args`` replaces ``sys.argv[1:]`` in tests."""
+    """Run the CLI (``fit``/``validate``/``test``/``predict``); ``args`` replaces ``sys.argv[1:]`` in tests.
+
+    ``--debug`` anywhere in the arguments is taken out and sets ``PAPERLAB_DEBUG=1`` (tracebacks of user errors).
+    """
+    install_excepthook()
+    if args is None:
+        sys.argv[1:] = pop_debug_flag(sys.argv[1:])
+    else:
+        args = pop_debug_flag(list(args))
     return PaperlabCLI(
         model_class,
         datamodule_class,
