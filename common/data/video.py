@@ -13,13 +13,15 @@ from pathlib import Path
 import av
 import numpy as np
 
+from common.errors import UserError
+
 __all__ = ["VideoError", "read_video", "iter_video", "video_info", "write_video"]
 
 # Encoders tried in order by write_video: H.264 through libx264 (or whatever FFmpeg maps "h264" to), then MPEG-4 part 2.
 _ENCODERS = ("libx264", "h264", "mpeg4")
 
 
-class VideoError(ValueError):
+class VideoError(UserError, ValueError):
     """A video file could not be opened, decoded or written; the message names the file."""
 
 

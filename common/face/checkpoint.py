@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
+from common.checkpoint import CheckpointError, check_finite, read_checkpoint
+
 __all__ = ["CheckpointError", "load_checkpoint", "load_state_dict_strict", "strip_prefix"]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable or does not match the model; the message names the file and the keys."""
 
 
 def _numpy_safe_globals() -> list:
@@ -31,16 +27,10 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> object
     """``torch.load(path, map_location="cpu", weights_only=True)`` with an error that names the file.
 
     Besides tensors and containers, numpy arrays/scalars/dtypes are allowed. Files that need arbitrary
-    code to unpickle are refused (the weights-only unpickler), never executed.
+    code to unpickle are refused (the weights-only unpickler), never executed. Every failure is a
+    ``CheckpointError`` (``common.checkpoint.read_checkpoint``; a missing file also is a ``FileNotFoundError``).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{what} not found: {p}")
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError (truncated zip), EOFError, ...
-        raise CheckpointError(f"{p}: cannot read {what} with torch.load(weights_only=True): {e}") from e
+    return read_checkpoint(path, what, safe_globals=_numpy_safe_globals())
 
 
 def strip_prefix(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -53,14 +43,17 @@ def load_state_dict_strict(
     state: Mapping[str, Tensor],
     source: str | os.PathLike,
     optional: Iterable[str] = ("num_batches_tracked",),
+    allow_nonfinite: bool = False,
 ) -> None:
-    """Load ``state`` into ``module`` requiring every key and shape to match.
+    """Load ``state`` into ``module`` requiring every key and shape to match and every value to be finite.
 
     Keys of the module ending with one of ``optional`` may be absent (old checkpoints lack BatchNorm's
-    ``num_batches_tracked``). Raises ``CheckpointError`` listing missing, unexpected and mis-shaped keys.
+    ``num_batches_tracked``). Raises ``CheckpointError`` listing missing, unexpected and mis-shaped keys, or
+    naming the tensors with NaN/Inf (``allow_nonfinite=True`` or ``$PAPERLAB_ALLOW_NONFINITE=1`` loads them).
     """
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{source}: expected a state dict (mapping of tensors), got {type(state).__name__}")
+    check_finite(state, source, allow_nonfinite)
     own = module.state_dict()
     optional = tuple(optional)
     missing = [k for k in own if k not in state and not k.endswith(optional)]

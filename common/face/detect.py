@@ -17,10 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from common.errors import UserError
+
 __all__ = ["Detection", "FaceDetector", "NoFaceError", "load_rgb", "to_rgb_uint8"]
 
 
-class NoFaceError(RuntimeError):
+class NoFaceError(UserError, RuntimeError):
     """No face was found in an image that required one; the message names the image."""
 
 

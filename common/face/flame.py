@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from common.errors import UserError
 from common.face.safe_pickle import load_npy_object, load_restricted_pickle
 from common.weights import resolve
 
@@ -41,7 +42,7 @@ __all__ = [
 NUM_SHAPE_COMPONENTS_IN_FILE = 300  # FLAME's shapedirs: 300 identity components, then the expression ones
 
 
-class FLAMEFormatError(ValueError):
+class FLAMEFormatError(UserError, ValueError):
     """A FLAME / landmark-embedding file lacks a field or has a wrong shape; the message names both."""
 
 

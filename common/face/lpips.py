@@ -15,6 +15,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from common.checkpoint import check_finite
 from common.face.checkpoint import CheckpointError, load_checkpoint
 from common.weights import resolve
 
@@ -70,6 +71,7 @@ class LPIPS(nn.Module):
             raise CheckpointError(
                 f"{path}: not a torchvision trunk for LPIPS: missing {missing[:6]}, shape mismatches {shapes[:6]}"
             )
+        check_finite(new, path)
         trunk.load_state_dict(new, strict=True)
 
     def train(self, mode: bool = True) -> LPIPS:

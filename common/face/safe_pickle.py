@@ -27,10 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import UserError
+
 __all__ = ["UnsafePickleError", "load_restricted_pickle", "load_npy_object"]
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(UserError, pickle.UnpicklingError):
     """The pickle names a global outside the allow-list (or is malformed); the message names the file."""
 
 

@@ -10,9 +10,10 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from common.checkpoint import CheckpointError, check_finite, describe, read_checkpoint
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 _ARCHS: dict[str, tuple[type[nn.Module], list[int]]] = {
@@ -87,13 +88,13 @@ class ResNetBackbone(nn.Module):
 
     def load_torchvision(self, path: str | Path) -> None:
         """Load a torchvision ResNet state dict (``fc`` dropped; mismatching ``conv1`` skipped)."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # unreadable, truncated or not a tensor file
-            raise ValueError(f"{path}: cannot read as a torch state dict ({exc})") from exc
+        state = read_checkpoint(path, "torchvision ResNet weights")
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path}: expected a torchvision ResNet state dict, got {describe(state)}")
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        check_finite(state, path)
         own = self.state_dict()
         if "conv1.weight" in state and state["conv1.weight"].shape != own["conv1.weight"].shape:
             warnings.warn(

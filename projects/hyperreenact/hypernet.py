@@ -18,6 +18,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from common.checkpoint import check_finite, read_checkpoint
+
 COMBINE_MODES = ("matmul", "elementwise")
 
 
@@ -330,11 +332,9 @@ def extract_hypernet_state(checkpoint: Mapping[str, object], path: str = "<check
 
 def load_released_hypernet(hypernet: HypernetworkBlocks, path: str | os.PathLike) -> HypernetworkBlocks:
     """Load the official ``hypernetwork.pt`` into ``hypernet`` strictly (weights_only load)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated file, wrong format
-        raise ValueError(f"{path}: cannot read the hypernetwork checkpoint ({err})") from err
+    ckpt = read_checkpoint(path, "hypernetwork checkpoint")
     state = extract_hypernet_state(ckpt, str(path))
+    check_finite(state, path)
     try:
         hypernet.load_state_dict(state, strict=True)
     except RuntimeError as err:
