@@ -27,6 +27,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from common.errors import AnnotationError, LineErrors, MediaError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -89,31 +91,45 @@ def parse_annotation(
     old_prefix: str | None = None,
     num_classes: int | None = None,
 ) -> list[ClipRecord]:
-    """Read an annotation file; a malformed line raises ``ValueError`` naming ``file:line``. Blank lines skip."""
+    """Read an annotation file (``<frame_dir> <num_frames> <label>`` per line; blank lines skip).
+
+    Every malformed line is collected; one ``AnnotationError`` then lists them all with their line numbers
+    (up to 20, then how many more), so a file is fixed in one pass.
+    """
     file = Path(file)
     if not file.is_file():
         raise FileNotFoundError(f"annotation file not found: {file}")
     records = []
+    labels = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+    errors = LineErrors(file, expected=f"'<frame_dir> <num_frames> <label>' with num_frames >= 1 and label in {labels}")
     with open(file) as f:
         for i, line in enumerate(f, 1):
+            errors.lines_seen = i
             if not line.strip():
                 continue
             fields = line.split()
-            where = f"{file}:{i}"
             if len(fields) != 3:
-                raise ValueError(f"{where}: expected '<frame_dir> <num_frames> <label>', got {line.strip()!r}")
+                errors.add(i, f"{len(fields)} fields, expected 3", line)
+                continue
             try:
                 n, label = int(fields[1]), int(fields[2])
             except ValueError:
-                raise ValueError(f"{where}: frame count and label must be integers, got {line.strip()!r}") from None
+                errors.add(i, "frame count and label must be integers", line)
+                continue
             if n < 1:
-                raise ValueError(f"{where}: frame count {n} < 1")
-            if label < 0 or (num_classes is not None and label >= num_classes):
-                raise ValueError(f"{where}: label {label} outside [0, {num_classes})")
-            path = rewrite_path(fields[0], data_root, keep_components, old_prefix)
-            records.append(ClipRecord(path, n, label, where))
+                errors.add(i, f"frame count {n} < 1", line)
+            elif label < 0 or (num_classes is not None and label >= num_classes):
+                errors.add(i, f"label {label} outside {labels}", line)
+            else:
+                try:
+                    path = rewrite_path(fields[0], data_root, keep_components, old_prefix)
+                except ValueError as e:
+                    errors.add(i, str(e), line)
+                    continue
+                records.append(ClipRecord(path, n, label, f"{file}:{i}"))
+    errors.raise_if_any()
     if not records:
-        raise ValueError(f"{file}: no clips")
+        raise AnnotationError(f"{file}: no clips (the file has no non-blank line)")
     return records
 
 
@@ -210,12 +226,13 @@ def list_frames(folder: Path) -> list[str]:
 
 
 def load_image(path: Path, what: str) -> Image.Image:
-    """An RGB PIL image, fully decoded; failures raise ``RuntimeError`` naming ``what`` (the clip) and the file."""
+    """An RGB PIL image, fully decoded; failures raise ``MediaError`` (a ``RuntimeError``) naming ``what`` (the
+    clip) and the file."""
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
     except Exception as e:  # noqa: BLE001 - PIL raises many types; re-raised with the clip named
-        raise RuntimeError(f"{what}: cannot read frame {path.name} ({type(e).__name__}: {e})") from e
+        raise MediaError(f"{what}: cannot read frame {path.name} ({type(e).__name__}: {e})") from e
 
 
 class ClipDataset(Dataset):
@@ -276,7 +293,7 @@ class ClipDataset(Dataset):
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item())) if self.train else None
         frames = [load_image(r.path / files[i], f"clip {r.path}") for i in self.indices(index, rng)]
         if len({f.size for f in frames}) > 1:
-            raise RuntimeError(f"clip {r.path}: frames have different sizes {sorted({f.size for f in frames})}")
+            raise MediaError(f"clip {r.path}: frames have different sizes {sorted({f.size for f in frames})}")
         if self.augment is not None:
             frames = self.augment(frames)
         else:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from torch import Tensor, nn
 
+from common.checkpoint import CheckpointError, MissingCheckpointError, check_finite, describe, read_checkpoint
 from projects.dferclip.text import class_texts
 
 # OpenAI architectures (quick-GELU; heads = width / 64 as OpenAI's checkpoints imply).
@@ -94,33 +95,88 @@ def _count_blocks(sd: Mapping[str, Tensor], prefix: str) -> int:
     return max(found) + 1 if found else 0
 
 
-def clip_config_from_state_dict(sd: Mapping[str, Tensor], source: str = "state dict") -> dict[str, int]:
+def _tensor(sd: Mapping[str, Tensor], key: str, ndim: int, source: str, layout: str, name=str) -> Tensor:
+    """``sd[key]`` checked to be a tensor of rank ``ndim`` with no zero-sized dimension (``layout`` names the
+    expected dimensions in the message), before any size is read off it; ``name(key)`` is the key as the file
+    spells it."""
+    if key not in sd:
+        raise CheckpointError(f"{source}: not an OpenAI-layout CLIP state dict (missing {name(key)!r})")
+    t = sd[key]
+    if not isinstance(t, Tensor) or t.ndim != ndim or 0 in t.shape:
+        shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+        raise CheckpointError(f"{source}: {name(key)} has shape {shape}; expected {ndim}-D {layout}")
+    return t
+
+
+def clip_config_from_state_dict(
+    sd: Mapping[str, Tensor], source: str = "state dict", key_names: Mapping[str, str] | None = None
+) -> dict[str, int]:
     """Read the CLIP architecture off an OpenAI-layout state dict (keys ``visual.conv1.weight``, ``ln_final.weight``...).
 
     As open_clip does for OpenAI files: widths from LayerNorm/conv shapes, layer counts from the block indices,
-    patch size from the conv kernel, image size from the positional embedding, heads = width / 64.
+    patch size from the conv kernel, image size from the positional embedding, heads = width / 64. Every tensor
+    a size is read from is checked first (rank, and agreement with the others), so a damaged file gets a
+    ``CheckpointError`` naming ``source`` and the tensor instead of a model of impossible size (``key_names``:
+    OpenAI key -> the key as the file spells it, for those messages).
     """
+    names = key_names or {}
+
+    def name(key: str) -> str:
+        return names.get(key, key)
+
     if "visual.layer1.0.conv1.weight" in sd:
-        raise ValueError(f"{source}: a ResNet CLIP; DFER-CLIP uses a ViT image encoder")
-    for key in ("visual.conv1.weight", "visual.positional_embedding", "ln_final.weight", "positional_embedding"):
-        if key not in sd:
-            raise KeyError(f"{source}: not an OpenAI-layout CLIP state dict (missing {key!r})")
-    conv = sd["visual.conv1.weight"]
-    grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        raise CheckpointError(f"{source}: a ResNet CLIP; DFER-CLIP uses a ViT image encoder")
+    conv = _tensor(sd, "visual.conv1.weight", 4, source, "[width, 3, patch, patch]", name)
+    width, channels, ph, pw = conv.shape
+    if channels != 3 or ph != pw:
+        raise CheckpointError(
+            f"{source}: {name('visual.conv1.weight')} has shape {tuple(conv.shape)}; expected [width, 3, patch, patch]"
+        )
+    pos = _tensor(sd, "visual.positional_embedding", 2, source, "[grid * grid + 1, width]", name)
+    grid = round((pos.shape[0] - 1) ** 0.5)
+    if grid < 1 or grid * grid + 1 != pos.shape[0] or pos.shape[1] != width:
+        raise CheckpointError(
+            f"{source}: {name('visual.positional_embedding')} has shape {tuple(pos.shape)}; expected [grid * grid + 1, "
+            f"{width}] (a square patch grid plus the class token, width of {name('visual.conv1.weight')})"
+        )
+    ln = _tensor(sd, "ln_final.weight", 1, source, "[text width]", name)
+    text_width = ln.shape[0]
+    text_pos = _tensor(sd, "positional_embedding", 2, source, "[context length, text width]", name)
+    if text_pos.shape[1] != text_width:
+        raise CheckpointError(
+            f"{source}: {name('positional_embedding')} has shape {tuple(text_pos.shape)}; expected [context length, "
+            f"{text_width}] (the width of {name('ln_final.weight')})"
+        )
     if "text_projection" in sd:
-        embed_dim = sd["text_projection"].shape[1]
+        proj = _tensor(sd, "text_projection", 2, source, "[text width, embed dim]", name)
+        if proj.shape[0] != text_width:
+            raise CheckpointError(
+                f"{source}: {name('text_projection')} has shape {tuple(proj.shape)}; expected [{text_width}, embed dim]"
+            )
     else:
-        embed_dim = sd["visual.proj"].shape[1]
+        proj = _tensor(sd, "visual.proj", 2, source, "[vision width, embed dim]", name)
+        if proj.shape[0] != width:
+            raise CheckpointError(
+                f"{source}: {name('visual.proj')} has shape {tuple(proj.shape)}; expected [{width}, embed dim]"
+            )
+    vocab = 49408
+    if "token_embedding.weight" in sd:
+        emb = _tensor(sd, "token_embedding.weight", 2, source, "[vocabulary, text width]", name)
+        if emb.shape[1] != text_width:
+            raise CheckpointError(
+                f"{source}: {name('token_embedding.weight')} has shape {tuple(emb.shape)}; expected [vocabulary, {text_width}]"
+            )
+        vocab = emb.shape[0]
     return dict(
-        embed_dim=int(embed_dim),
-        image_size=int(conv.shape[-1] * grid),
-        patch_size=int(conv.shape[-1]),
-        vision_width=int(conv.shape[0]),
+        embed_dim=int(proj.shape[1]),
+        image_size=int(pw * grid),
+        patch_size=int(pw),
+        vision_width=int(width),
         vision_layers=_count_blocks(sd, "visual.transformer.resblocks."),
-        text_width=int(sd["ln_final.weight"].shape[0]),
+        text_width=int(text_width),
         text_layers=_count_blocks(sd, "transformer.resblocks."),
-        context_length=int(sd["positional_embedding"].shape[0]),
-        vocab_size=int(sd["token_embedding.weight"].shape[0]) if "token_embedding.weight" in sd else 49408,
+        context_length=int(text_pos.shape[0]),
+        vocab_size=int(vocab),
         head_width=64,
     )
 
@@ -133,33 +189,37 @@ def load_clip_state_dict(path: str | Path) -> dict[str, Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"CLIP weights file not found: {path}")
+        raise MissingCheckpointError(f"CLIP weights file not found: {path}")
     is_script = False
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             is_script = any(n.split("/", 1)[-1].startswith("code/") for n in zf.namelist())
-    try:
-        if is_script:
+    if is_script:
+        try:
             with warnings.catch_warnings():  # OpenAI ships TorchScript; torch now warns that jit is deprecated
                 warnings.simplefilter("ignore", FutureWarning)
                 sd = torch.jit.load(str(path), map_location="cpu").state_dict()
-        elif path.suffix == ".safetensors":  # e.g. open_clip's HF files (safetensors comes with open_clip)
-            from safetensors.torch import load_file
+        except Exception as e:  # noqa: BLE001 - re-raised with the file name
+            raise CheckpointError(f"{path}: cannot read CLIP weights as TorchScript ({type(e).__name__}: {e})") from e
+    elif path.suffix == ".safetensors":  # e.g. open_clip's HF files (safetensors comes with open_clip)
+        from safetensors.torch import load_file
 
+        try:
             sd = load_file(str(path), device="cpu")
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file name
-        raise RuntimeError(f"{path}: cannot read CLIP weights ({type(e).__name__}: {e})") from e
+        except Exception as e:  # noqa: BLE001 - re-raised with the file name
+            raise CheckpointError(f"{path}: cannot read CLIP weights as safetensors ({type(e).__name__}: {e})") from e
+    else:
+        sd = read_checkpoint(path, "CLIP weights")
     if isinstance(sd, Mapping) and "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
         sd = sd["state_dict"]
     if not isinstance(sd, Mapping):
-        raise ValueError(f"{path}: expected a state dict, got {type(sd).__name__}")
+        raise CheckpointError(f"{path}: expected a state dict of CLIP weights, got {describe(sd)}")
     out = {}
     for k, v in sd.items():
         if k in ("input_resolution", "context_length", "vocab_size") or not isinstance(v, Tensor):
             continue
         out[k.removeprefix("module.")] = v.float() if v.is_floating_point() else v
+    check_finite({k: v for k, v in out.items() if not k.endswith("attn_mask")}, path)  # the causal mask is -inf
     return out
 
 
@@ -256,6 +316,45 @@ class PromptLearner(nn.Module):
         return torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
 
 
+def _fast_path_ok(transformer: nn.Module) -> bool:
+    """Whether ``transformer`` is open_clip's plain ``Transformer`` of ``ResidualAttentionBlock``s whose
+    attention ``run_blocks`` can evaluate itself (packed in-projection, no extra biases, no dropout)."""
+    if getattr(transformer, "grad_checkpointing", False) or not getattr(transformer, "batch_first", True):
+        return False
+    for blk in getattr(transformer, "resblocks", ()):
+        a = getattr(blk, "attn", None)
+        if not isinstance(a, nn.MultiheadAttention) or hasattr(blk, "ln_1_kv") or not hasattr(blk, "ls_1"):
+            return False
+        if not a._qkv_same_embed_dim or a.bias_k is not None or a.add_zero_attn or (a.dropout and a.training):
+            return False
+    return True
+
+
+def _self_attention(attn: nn.MultiheadAttention, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+    """``attn(x, x, x, need_weights=False)[0]`` for batch-first ``x [N, L, D]``, the input projection being one
+    ``[N*L, D] x [D, 3D]`` matrix product (``nn.MultiheadAttention`` transposes ``x`` to sequence-first first,
+    which on CPU makes that product L batched ones and copies q, k, v into one ``[3, L, N, D]`` buffer)."""
+    n, length, dim = x.shape
+    heads = attn.num_heads
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(n, length, 3, heads, dim // heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [N, heads, L, head_dim]
+    mask = attn_mask.to(x.dtype) if attn_mask is not None else None
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return attn.out_proj(out.transpose(1, 2).reshape(n, length, dim))
+
+
+def run_blocks(transformer: nn.Module, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    """open_clip's ``Transformer.forward(x [N, L, D], attn_mask)`` with ``_self_attention`` in each block (same
+    maths; only the rounding of the input projection's matrix product may differ); falls back to the module's
+    own forward for blocks it does not cover."""
+    if not _fast_path_ok(transformer):
+        return transformer(x, attn_mask=attn_mask)
+    for blk in transformer.resblocks:
+        x = x + blk.ls_1(_self_attention(blk.attn, blk.ln_1(x), attn_mask))
+        x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+    return x
+
+
 class TextEncoder(nn.Module):
     """CLIP's text tower on prompt embeddings: ``[C, L, W]`` -> ``[C, D]`` pooled at the end token (argmax id)."""
 
@@ -269,7 +368,7 @@ class TextEncoder(nn.Module):
 
     def forward(self, prompts: Tensor, tokenized: Tensor) -> Tensor:
         x = prompts + self.positional_embedding
-        x = self.ln_final(self.transformer(x, attn_mask=self.attn_mask))
+        x = self.ln_final(run_blocks(self.transformer, x, self.attn_mask))
         x = x[torch.arange(x.shape[0], device=x.device), tokenized.argmax(dim=-1)]
         if isinstance(self.text_projection, nn.Linear):
             return self.text_projection(x)
@@ -336,9 +435,9 @@ class DFERCLIP(nn.Module):
             try:
                 mod.load_state_dict(part, strict=True)
             except RuntimeError as e:
-                raise RuntimeError(f"{source}: {name} tower does not match the model: {e}") from e
+                raise CheckpointError(f"{source}: {name} tower does not match the model: {e}") from None
         if "token_embedding.weight" not in sd:
-            raise KeyError(f"{source}: no token_embedding.weight")
+            raise CheckpointError(f"{source}: no token_embedding.weight")
         emb = nn.Embedding.from_pretrained(sd["token_embedding.weight"].float())
         self.prompt_learner.set_token_embedding(emb)
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
+from common.checkpoint import CheckpointMixin
 from common.metrics.classification import UARWAR, uar_war
 from common.weights import REGISTRY, resolve
 from projects.dferclip.model import DFERCLIP, build_clip, load_clip_state_dict
@@ -25,7 +26,7 @@ def resolve_clip_weights(clip_weights: str) -> Path:
     raise FileNotFoundError(f"CLIP weights {clip_weights!r}: neither a file nor a registered artifact name")
 
 
-class DFERCLIPModule(LightningModule):
+class DFERCLIPModule(CheckpointMixin, LightningModule):
     """DFER-CLIP training/evaluation.
 
     ``optimizer``: ``"sgd"`` (official: momentum 0.9, weight decay 1e-4 on every parameter) or ``"adamw"`` (same three
@@ -35,6 +36,8 @@ class DFERCLIPModule(LightningModule):
     Logs ``train/loss``, ``{val,test}/{loss,uar,war}``; the last confusion matrix of each stage is in
     ``confusion_matrices`` for ``ConfusionMatrixLogger``.
     """
+
+    plain_weights_hint = "--model.clip_weights (CLIP weights; the authors' released .pth: predict --official)"
 
     def __init__(
         self,
@@ -98,6 +101,7 @@ class DFERCLIPModule(LightningModule):
             self.load_pretrained_clip()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)  # CheckpointMixin: a checkpoint of this module, or one message
         self._clip_loaded = True  # the checkpoint's weights win over the pretrained file
 
     # --- steps -------------------------------------------------------------------------------------------------

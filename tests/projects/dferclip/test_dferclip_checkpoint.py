@@ -1,6 +1,7 @@
 """Loading the authors' checkpoint format: built here from random tensors under the official key names."""
 
 import pickle
+import re
 
 import numpy as np
 import open_clip
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 import __main__
+from common.checkpoint import CheckpointError
 from projects.dferclip.checkpoint import load_official_checkpoint, map_official_state_dict
 from projects.dferclip.model import build_clip
 from projects.dferclip.text import class_texts
@@ -119,13 +121,64 @@ def test_refuses_arbitrary_pickles(tmp_path):
 
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {}, "payload": Evil()}, path, pickle_module=pickle)
-    with pytest.raises(RuntimeError, match=r"evil\.pth: cannot load as an official DFER-CLIP checkpoint"):
+    with pytest.raises(CheckpointError, match=r"evil\.pth: refused: .*(print|builtins)"):
         load_official_checkpoint(path)
 
 
 def test_unknown_key_is_reported():
-    with pytest.raises(KeyError, match="temporal_net.extra"):
-        map_official_state_dict({"temporal_net.extra": torch.zeros(1)})
+    with pytest.raises(CheckpointError, match=r"x\.pth: unexpected keys .*temporal_net.extra"):
+        map_official_state_dict({"temporal_net.extra": torch.zeros(1)}, "x.pth")
+
+
+def _damaged(tmp_path, name: str, change) -> tuple:
+    sd = _official_state_dict()
+    change(sd)
+    path = tmp_path / name
+    torch.save({"state_dict": sd}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, change, words",
+    [
+        # a flattened conv1 once read as a 2.4M-pixel patch: refused by rank before any model is built
+        ("flat.pth", lambda sd: sd.update({"module.image_encoder.conv1.weight": sd["module.image_encoder.conv1.weight"].flatten()}),
+         r"image_encoder\.conv1\.weight has shape \(12288,\); expected 4-D"),
+        ("rgba.pth", lambda sd: sd.update({"module.image_encoder.conv1.weight": torch.zeros(64, 4, 8, 8)}),
+         r"image_encoder\.conv1\.weight has shape \(64, 4, 8, 8\); expected \[width, 3, patch, patch\]"),
+        ("grid.pth", lambda sd: sd.update({"module.image_encoder.positional_embedding": torch.zeros(18, 64)}),
+         r"image_encoder\.positional_embedding has shape \(18, 64\); expected \[grid \* grid \+ 1, 64\]"),
+        ("noln.pth", lambda sd: sd.pop("module.text_encoder.ln_final.weight"), r"missing 'text_encoder\.ln_final\.weight'"),
+        ("ctx.pth", lambda sd: sd.update({"module.prompt_learner.ctx": torch.zeros(7, 3, 5)}),
+         r"prompt_learner\.ctx has shape \(7, 3, 5\); expected \[classes, contexts, 64\]"),
+        ("pos.pth", lambda sd: sd.update({"module.temporal_net.pos_embedding": torch.zeros(7, 48)}),
+         r"temporal_net\.pos_embedding has shape \(7, 48\); expected \[1, frames \+ 1, 48\]"),
+        ("qkv.pth", lambda sd: sd.update({"module.temporal_net.temporal_transformer.layers.0.0.fn.fn.to_qkv.weight": torch.zeros(100, 48)}),
+         r"to_qkv\.weight has shape \(100, 48\); expected \[3 \* inner, 48\]"),
+        ("nan.pth", lambda sd: sd["module.temporal_net.cls_token"].fill_(float("nan")),
+         r"NaN or Inf: temporal_net\.cls_token \(48 NaN"),
+    ],
+)  # fmt: skip
+def test_damaged_official_checkpoint_names_file_and_tensor(tmp_path, name, change, words):
+    path = _damaged(tmp_path, name, change)
+    with pytest.raises(CheckpointError) as err:
+        load_official_checkpoint(path)
+    msg = str(err.value)
+    assert str(path) in msg and re.search(words, msg), msg
+
+
+def test_broken_official_files_name_the_file(tmp_path, official_ckpt):
+    path, _ = official_ckpt
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"cut\.pth: truncated"):
+        load_official_checkpoint(cut)
+    other = tmp_path / "other.pth"
+    torch.save({"model": {"a": 1}}, other)
+    with pytest.raises(CheckpointError, match=r"other\.pth: expected the official format .*'model'"):
+        load_official_checkpoint(other)
+    with pytest.raises(FileNotFoundError, match="absent.pth"):
+        load_official_checkpoint(tmp_path / "absent.pth")
 
 
 def test_official_checkpoint_predicts_on_a_frame_folder(official_ckpt, tmp_path):

@@ -81,6 +81,23 @@ def test_bad_annotation_lines(tmp_path):
         parse_annotation(f)
 
 
+def test_every_bad_annotation_line_in_one_error(tmp_path):
+    from common.errors import AnnotationError
+
+    f = tmp_path / "train.txt"
+    good = "/a/ok 10 1\n"
+    bad = ["/a/2 ten 1", "/a/3 10", "/a/4 0 2", "/a/5 10 9"] + [f"/a/x{i} 5 -1" for i in range(30)]
+    f.write_text(good + "\n".join(bad) + "\n" + good)
+    with pytest.raises(AnnotationError) as err:
+        parse_annotation(f, num_classes=7)
+    msg = str(err.value)
+    assert msg.startswith(f"{f}: 34 bad lines (of 36)")
+    assert f"{f}:2: frame count and label must be integers: '/a/2 ten 1'" in msg
+    assert f"{f}:3: 2 fields, expected 3" in msg and f"{f}:4: frame count 0 < 1" in msg
+    assert f"{f}:5: label 9 outside [0, 7)" in msg and f"{f}:21:" in msg
+    assert f"{f}:22:" not in msg and "and 14 more" in msg  # 20 listed
+
+
 def _write_clip(folder: Path, n: int, size: int = 20, value=None):
     folder.mkdir(parents=True)
     for i in range(n):
