@@ -39,6 +39,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import transforms as T
 
+from common.errors import AnnotationError, LineErrors
+
 DATASETS = (
     "cifartoy_good",
     "cifartoy_bad",
@@ -366,7 +368,8 @@ def read_label_csv(path: str | Path, need_fine: bool) -> tuple[list[str], list[i
     """A user's coarse-labelled data: lines ``path,coarse[,fine]`` with an optional header line.
 
     Relative image paths are resolved against the CSV's folder. Fine labels are required when ``need_fine``
-    (evaluation); missing ones are ``-1`` otherwise. Any malformed line fails naming the file and line.
+    (evaluation); missing ones are ``-1`` otherwise. Malformed lines fail together: one ``AnnotationError``
+    lists each with its file and line number.
     """
     path = Path(path)
     if not path.is_file():
@@ -374,29 +377,37 @@ def read_label_csv(path: str | Path, need_fine: bool) -> tuple[list[str], list[i
             f"data set 'csv' is missing: {path} does not exist (a CSV with lines 'path,coarse,fine')"
         )
     paths, coarse, fine = [], [], []
+    errors = LineErrors(path, expected="'path,coarse[,fine]' with integer labels, coarse >= 0")
     with open(path, newline="") as f:
         for lineno, row in enumerate(csv.reader(f), start=1):
+            errors.lines_seen = lineno
             if not row or all(not c.strip() for c in row):
                 continue
             if lineno == 1 and row[0].strip().lower() in ("path", "image", "image_path", "file"):
                 continue
+            text = ",".join(row)
             if len(row) not in (2, 3):
-                raise ValueError(f"{path}:{lineno}: expected 'path,coarse[,fine]', got {len(row)} fields")
+                errors.add(lineno, f"expected 'path,coarse[,fine]', got {len(row)} fields", text)
+                continue
             try:
                 c = int(row[1])
                 fl = int(row[2]) if len(row) == 3 and row[2].strip() else -1
             except ValueError as exc:
-                raise ValueError(f"{path}:{lineno}: labels must be integers ({exc})") from exc
+                errors.add(lineno, f"labels must be integers ({exc})", text)
+                continue
             if c < 0:
-                raise ValueError(f"{path}:{lineno}: coarse label {c} is negative")
+                errors.add(lineno, f"coarse label {c} is negative", text)
+                continue
             if need_fine and fl < 0:
-                raise ValueError(f"{path}:{lineno}: evaluation needs a fine label (third column)")
+                errors.add(lineno, "evaluation needs a fine label (third column)", text)
+                continue
             p = Path(row[0].strip())
             paths.append(str(p if p.is_absolute() else path.parent / p))
             coarse.append(c)
             fine.append(fl)
+    errors.raise_if_any()
     if not paths:
-        raise ValueError(f"{path}: no samples")
+        raise AnnotationError(f"{path}: no samples")
     return paths, coarse, fine
 
 

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from common.cli import cli_main
+from common.errors import AnnotationError
 from projects.maskcon import data as D
 from projects.maskcon.module import MaskConModule
 
@@ -125,6 +126,16 @@ def test_csv_reader(tmp_path):
     (tmp_path / "bad.csv").write_text("imgs/a.png,x,1\n")
     with pytest.raises(ValueError, match=r"bad.csv:1: labels must be integers"):
         D.read_label_csv(tmp_path / "bad.csv", need_fine=False)
+    # every bad line in one error, each with its number
+    (tmp_path / "bad.csv").write_text("path,coarse\nimgs/a.png,x\nimgs/a.png,1\nimgs/a.png\nimgs/a.png,-2,1\n")
+    with pytest.raises(AnnotationError) as err:
+        D.read_label_csv(tmp_path / "bad.csv", need_fine=False)
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / 'bad.csv'}: 3 bad lines (of 5)")
+    assert (
+        "bad.csv:2: labels must be integers" in msg and "bad.csv:4: expected 'path,coarse[,fine]', got 1 fields" in msg
+    )
+    assert "bad.csv:5: coarse label -2 is negative: 'imgs/a.png,-2,1'" in msg and "bad.csv:3" not in msg
     dm = D.MaskConDataModule("csv", train_csv=str(tmp_path / "train.csv"), test_csv=str(tmp_path / "train.csv"))
     with pytest.raises(ValueError, match="fine label"):
         dm.setup("fit")
