@@ -462,6 +462,20 @@ register(
     )
 )
 
+register(
+    Artifact(
+        name="faceworld_stylemask",
+        filename="faceworld_stylemask.pt",
+        subdir="faceworld",
+        source="trained by paperlab on the face world (projects/stylemask, configs/faceworld.yaml, seed 0)",
+        licence=_FW_LICENCE,
+        users=("stylemask", "app"),
+        sha256=None,
+        description="StyleMask mask networks over the face-world generator (with the mean latent and hyperparameters)",
+        rebuild="python -m projects.stylemask.faceworld train --seed 0 --out pretrained/faceworld/faceworld_stylemask.pt",
+    )
+)
+
 
 def _main() -> None:
     """``python -m common.weights``: every artifact, and whether it is present."""

@@ -10,6 +10,9 @@
 * ``LPIPSMetric``: mean LPIPS distance (inputs in [-1, 1]).
 * ``FID``: torchmetrics' Frechet Inception Distance with the Inception weights from a local file.
 * ``psnr_metric`` / ``ssim_metric``: torchmetrics PSNR / SSIM set up for [-1, 1] images.
+* ``faceworld_expression_ranges``: the face world's min/max table in ``ranges_FFHQ.npy``'s layout.
+* ``landmark_pixel_error`` / ``landmark_nme``: per-image mean point-to-point landmark distance, in pixels and
+  normalised by the ground truth's interocular (outer eye corner) distance.
 
 Networks passed to a metric (identity network, LPIPS) are referenced, not registered: they stay out of
 the metric's state dict, and the LightningModule that owns them moves them to its device.
@@ -38,6 +41,9 @@ __all__ = [
     "ExpressionDistance",
     "LPIPSMetric",
     "PoseDistance",
+    "faceworld_expression_ranges",
+    "landmark_nme",
+    "landmark_pixel_error",
     "load_ranges",
     "psnr_metric",
     "ssim_metric",
@@ -152,6 +158,21 @@ def load_ranges(ranges: str | os.PathLike | np.ndarray | Tensor) -> Tensor:
     return torch.as_tensor(arr, dtype=torch.float64)
 
 
+def faceworld_expression_ranges() -> Tensor:
+    """The face world's min/max table ``[12, 2]`` in ``ranges_FFHQ.npy``'s layout (yaw, pitch, roll, jaw, exp0..7).
+
+    From the world's samplers rather than estimated on samples (as StyleMask's ``extract_statistics.py`` does for
+    FFHQ): the pose limits of ``sample_pose`` (degrees), the jaw angle ``[0, JAW_ANGLE]`` (radians, the attribute
+    interface's ``pose[:, 3]``) and each expression coefficient's range. Every row has max > min.
+    """
+    from common.data import faceworld as fw
+
+    lim = torch.tensor(fw.POSE_LIMIT)
+    rows = [torch.stack([-lim, lim], 1), torch.tensor([[0.0, fw.JAW_ANGLE]])]
+    rows.append(torch.stack([fw.EXPRESSION_LOW, fw.EXPRESSION_HIGH], 1))
+    return torch.cat(rows).float()
+
+
 class ExpressionDistance(_MeanMetric):
     """Average expression distance (StyleMask's normalisation when ``ranges`` is given, raw otherwise).
 
@@ -228,6 +249,7 @@ class FID(FrechetInceptionDistance):
         input_range: str = "[-1,1]",
         **kwargs,
     ) -> None:
+        from common.checkpoint import check_finite
         from common.face.checkpoint import CheckpointError, load_checkpoint
 
         if input_range not in ("[-1,1]", "[0,1]", "uint8"):
@@ -236,6 +258,7 @@ class FID(FrechetInceptionDistance):
         state = load_checkpoint(p, "FID Inception weights")
         if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
             raise CheckpointError(f"{p}: expected a state dict of tensors for the FID Inception")
+        check_finite(state, p)
         with tempfile.TemporaryDirectory() as d:
             safe = Path(d) / "inception.pth"
             torch.save(dict(state), safe)
@@ -264,3 +287,20 @@ def psnr_metric(data_range: float = 2.0, **kwargs) -> PeakSignalNoiseRatio:
 def ssim_metric(data_range: float = 2.0, **kwargs) -> StructuralSimilarityIndexMeasure:
     """SSIM (Gaussian 11x11, sigma 1.5) for images in [-1, 1]."""
     return StructuralSimilarityIndexMeasure(data_range=data_range, **kwargs)
+
+
+def landmark_pixel_error(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-image mean Euclidean distance ``[B]`` of landmarks ``pred, target [B, N, 2]`` (pixels)."""
+    if pred.shape != target.shape or pred.ndim != 3 or pred.shape[-1] != 2:
+        raise ValueError(f"landmark error expects two [B,N,2] tensors, got {tuple(pred.shape)}, {tuple(target.shape)}")
+    return (pred - target).norm(dim=-1).mean(dim=1)
+
+
+def landmark_nme(pred: Tensor, target: Tensor, eye_corners: tuple[int, int] = (36, 45)) -> Tensor:
+    """Per-image normalised mean error ``[B]``: :func:`landmark_pixel_error` divided by the ground truth's
+    interocular distance (68-point layout: outer eye corners 36 and 45, the 300-W convention)."""
+    err = landmark_pixel_error(pred, target)
+    d = (target[:, eye_corners[0]] - target[:, eye_corners[1]]).norm(dim=-1)
+    if (d <= 0).any():
+        raise ValueError("landmark_nme: a ground-truth face has zero interocular distance")
+    return err / d

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from common.checkpoint import check_finite, read_checkpoint
+
 
 @dataclass(frozen=True)
 class ControlledLayer:
@@ -120,18 +122,21 @@ def truncate(w: Tensor, mean_latent: Tensor, psi: float) -> Tensor:
 def load_mask_network_file(path: str | os.PathLike) -> dict:
     """Read an official StyleMask mask-network file: ``{'step', 'mask_net', 'num_layers_control'}``.
 
-    Also accepts a plain state dict (keys ``network_XX.masknet.*``). Returns ``{'state_dict',
+    Also accepts a plain state dict (keys ``network_XX.masknet.*``) and our module's layout (a Lightning checkpoint
+    or an exported one: ``state_dict`` with ``reenactor.mask_net.*`` keys). Returns ``{'state_dict',
     'num_layers_control', 'step'}``. Loaded with ``weights_only=True``.
     """
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, not a torch file, or pickled objects outside the allow-list
-        raise ValueError(f"{path}: cannot read a StyleMask mask-network file ({type(exc).__name__}: {exc})") from exc
+    ckpt = read_checkpoint(path, "StyleMask mask-network file")
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path}: expected a dict, got {type(ckpt).__name__}")
     state = ckpt.get("mask_net", ckpt)
+    if "mask_net" not in ckpt and isinstance(ckpt.get("state_dict"), dict):
+        prefix = "reenactor.mask_net."
+        state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if str(k).startswith(prefix)}
+        ckpt = {"step": ckpt.get("global_step", ckpt.get("step"))}
     if not isinstance(state, dict) or not any(str(k).startswith("network_") for k in state):
         raise ValueError(f"{path}: no 'network_XX.masknet.*' keys found (keys: {list(state)[:5]}...)")
+    check_finite(state, path)
     n = ckpt.get("num_layers_control")
     if n is None:
         n = len({k.split(".")[0] for k in state if k.startswith("network_")})

@@ -26,7 +26,13 @@ from torch import Tensor, nn
 
 from projects.stylemask.faces import TinyInverter, build_face_analyzer
 from projects.stylemask.loss import cosine_similarity, lpips_term, reenactment_loss
-from projects.stylemask.metrics import PairMean, expression_error, load_expression_ranges, pose_error
+from projects.stylemask.metrics import (
+    PairMean,
+    expression_error,
+    faceworld_expression_ranges,
+    load_expression_ranges,
+    pose_error,
+)
 from projects.stylemask.model import StyleMaskReenactor, truncate
 
 
@@ -37,14 +43,28 @@ def _freeze(module: nn.Module) -> nn.Module:
     return module
 
 
+def _resolve(name: str, path: str | None) -> Path:
+    """``common.weights.resolve``; a given file is also accepted for an artifact not registered yet."""
+    from common.weights import REGISTRY, resolve
+
+    if name not in REGISTRY and path is not None and Path(path).is_file():
+        return Path(path)
+    return resolve(name, path)
+
+
 class StyleMaskModule(LightningModule):
     """StyleMask (Bounareli et al., FG 2023). Hyperparameters default to the official FFHQ-1024 training.
 
-    Generator: ``generator_path`` (rosinality ``.pt``; None = the registry's ``stylegan2_ffhq_config_f`` location) or
-    ``random_generator=True`` with ``image_size``/``style_dim``/``n_mlp``/``channel_multiplier``/``channel_max``
-    (tiny runs). Face networks: ``face_models="real"`` (ArcFace, DECA, FLAME files) or ``"tiny"`` (random
-    stand-ins) or ``"none"`` (inference only: reenacting needs only the generator, e4e and the masks).
-    Inverter for real images: ``inverter="e4e"`` (``e4e_path``), ``"tiny"`` or ``"none"``.
+    Generator: ``generator_path`` (rosinality ``.pt``; None = the registry's ``generator_name`` location:
+    ``stylegan2_ffhq_config_f``, or ``faceworld_generator`` for the face world) or ``random_generator=True`` with
+    ``image_size``/``style_dim``/``n_mlp``/``channel_multiplier``/``channel_max`` (tiny runs). Face networks:
+    ``face_models="real"`` (ArcFace, DECA, FLAME files), ``"faceworld"`` (the face world's identity and attribute
+    experts and its geometry model, through the same losses and metrics; ``arcface_path``/``deca_path`` then name
+    the expert files; LPIPS becomes ``FaceWorldPerceptual``; expression ranges come from the world's samplers),
+    ``"faceworld_random"`` (the same classes, random weights), ``"tiny"`` (random stand-ins) or ``"none"``
+    (inference only: reenacting needs only the generator, e4e and the masks).
+    Inverter for real images: ``inverter="e4e"`` (``e4e_path``, else the registry's ``e4e_name``:
+    ``e4e_ffhq_encode`` or ``faceworld_e4e``), ``"tiny"`` or ``"none"``.
     ``mask_net_path`` starts from an official-format mask-network file (e.g. the released one).
     ``per_image_analysis`` runs DECA and ArcFace one image at a time as the official code (benchmarks only).
     """
@@ -57,6 +77,7 @@ class StyleMaskModule(LightningModule):
         channel_multiplier: int = 2,
         channel_max: int = 512,
         generator_path: str | None = None,
+        generator_name: str = "stylegan2_ffhq_config_f",
         random_generator: bool = False,
         num_layers_control: int | None = 12,
         mix_torgb: bool = False,
@@ -68,6 +89,7 @@ class StyleMaskModule(LightningModule):
         deca_box: str = "fixed",
         inverter: str = "e4e",
         e4e_path: str | None = None,
+        e4e_name: str = "e4e_ffhq_encode",
         loss_size: int = 256,
         truncation: float = 0.7,
         predict_truncation: float = 0.7,
@@ -101,10 +123,11 @@ class StyleMaskModule(LightningModule):
                     )
                 )
             )
-            if face_models not in ("tiny", "none"):
+            if face_models not in ("tiny", "none", "faceworld_random"):
                 self._file_backed.append("faces.")
             self.inverter = self._build_inverter()
-            self.lpips = self._build_lpips() if lambda_perceptual > 0 else None
+            # the perceptual term serves training only: inference modules (face_models 'none') build none
+            self.lpips = self._build_lpips() if lambda_perceptual > 0 and face_models != "none" else None
             g = torch.Generator().manual_seed(seed)
             mean = generator.mean_latent(mean_latent_samples, generator=g)
         _freeze(self.reenactor.generator)
@@ -116,10 +139,14 @@ class StyleMaskModule(LightningModule):
 
             if default_path("stylemask_ffhq_ranges").is_file():
                 expression_ranges_path = str(default_path("stylemask_ffhq_ranges"))
-        self.register_buffer(
-            "expression_ranges",
-            load_expression_ranges(expression_ranges_path) if expression_ranges_path else torch.zeros(0, 2),
-        )
+        if expression_ranges_path:
+            ranges = load_expression_ranges(expression_ranges_path)
+        elif face_models.startswith("faceworld"):
+            ranges = faceworld_expression_ranges()
+        else:
+            ranges = torch.zeros(0, 2)
+        # Not persistent: rebuilt from the hyperparameters, so inference modules (face_models "none") load any run.
+        self.register_buffer("expression_ranges", ranges, persistent=False)
         self.strict_loading = not self._file_backed
         self.metrics = nn.ModuleDict(
             {f"{stage}_{name}": PairMean() for stage in ("val", "test") for name in ("csim", "pose", "expression")}
@@ -133,9 +160,8 @@ class StyleMaskModule(LightningModule):
         if h.random_generator:
             return Generator(h.image_size, h.style_dim, h.n_mlp, h.channel_multiplier, channel_max=h.channel_max)
         from common.stylegan2.checkpoints import load_generator
-        from common.weights import resolve
 
-        g = load_generator(resolve("stylegan2_ffhq_config_f", h.generator_path))
+        g = load_generator(_resolve(h.generator_name, h.generator_path))
         if g.size != h.image_size or g.style_dim != h.style_dim:
             raise ValueError(
                 f"{h.generator_path}: generator is {g.size} px / style_dim {g.style_dim}, config says "
@@ -158,15 +184,29 @@ class StyleMaskModule(LightningModule):
         return self._load_e4e()
 
     def _load_e4e(self) -> nn.Module:
-        from common.stylegan2.encoders import load_e4e
-        from common.weights import resolve
+        name = self.hparams.e4e_name
+        path = _resolve(name, self.hparams.e4e_path)
+        if name == "faceworld_e4e":
+            from common.stylegan2.faceworld_e4e import load_faceworld_e4e
 
-        enc = load_e4e(resolve("e4e_ffhq_encode", self.hparams.e4e_path))
+            enc = load_faceworld_e4e(path)
+        else:
+            from common.stylegan2.encoders import load_e4e
+
+            enc = load_e4e(path)
         self._file_backed.append("inverter.")
         self.strict_loading = False
         return _freeze(enc)
 
     def _build_lpips(self) -> nn.Module:
+        if self.hparams.face_models.startswith("faceworld"):
+            from common.face.faceworld_experts import FaceWorldPerceptual
+
+            # LPIPS has no offline weights for the face world: its formula over the experts' stage features, on
+            # the same expert instances the identity and 3D terms use (frozen; gradients reach the images).
+            if self.hparams.face_models == "faceworld":
+                self._file_backed.append("lpips.")
+            return _freeze(FaceWorldPerceptual(self.faces.identity_net, self.faces.deca))
         from common.face.lpips import LPIPS
 
         # LPIPS(AlexNet) on [-1, 1] inputs (checked by the wrapper); the trunk comes from the registry file (tiny
@@ -268,7 +308,7 @@ class StyleMaskModule(LightningModule):
         logs: dict[str, Tensor] = {}
         for name, tgt, rc, re in zip(("", "_cycle1", "_cycle2"), targets, oc, oe):
             loss, terms = reenactment_loss(
-                self.faces.flame_fn, c[0], tgt, rc, e_s, re, h.lambda_shape, h.lambda_identity, self.faces.deca_size
+                self.faces.flame_fn, c[0], tgt, rc, e_s, re, h.lambda_shape, h.lambda_identity, self.faces.geometry_size
             )
             total = total + loss
             logs.update({f"train/loss_{k}{name}": v.detach() for k, v in terms.items()})
@@ -361,7 +401,17 @@ class StyleMaskModule(LightningModule):
                 self.inverter = self._load_e4e().to(self.device)
             else:
                 raise ValueError("image inputs need an inverter (inverter: e4e or tiny)")
-        return truncate(self.inverter(x), self.mean_latent, psi)
+        return truncate(self.invert(x), self.mean_latent, psi)
+
+    def invert(self, images: Tensor) -> Tensor:
+        """W+ ``[B, n_latent, style_dim]`` of aligned images ``[B,3,H,W]`` in [-1,1] by the inverter (no truncation).
+
+        Images are resized (bilinear, antialiased) to the inverter's ``input_size`` when it declares one.
+        """
+        size = getattr(self.inverter, "input_size", None)
+        if size is not None and images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        return self.inverter(images)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """Reenact each target with the source: images ``[B,3,output_size,output_size]`` in [-1,1] + metadata."""
