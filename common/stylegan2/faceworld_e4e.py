@@ -11,8 +11,9 @@ generator), W+ rows and width from the generator (10 x ``style_dim`` at 64 px).
 Training, two stages (:class:`Recipe`; why: ``common/stylegan2/README``-level notes in the root README):
 
 1. *Regression on generated pairs* (``regression_steps``): ``w`` from the generator's mapping (style mixing with
-   probability ``mixing``), ``x = G(w)``; the encoder regresses W+ (``latent_lambda`` x MSE) plus the image terms
-   below on ``G(E(x))``. Exact targets for every sample.
+   probability ``mixing``), ``x = G(w)``; the encoder regresses W+ (``latent_lambda`` x MSE / Var(w), so 1 means
+   predicting the mean code whatever the generator's scale) plus the image terms below on ``G(E(x))``. Exact
+   targets for every sample.
 2. *Fine-tuning on real renders* (``finetune_steps``): train-split face-world renders, e4e's losses: pixel L2,
    the perceptual term (``FaceWorldPerceptual``, where e4e has LPIPS), the identity term ``1 - cos`` of
    ``FaceWorldIdentity`` embeddings (where e4e has ArcFace), e4e's delta regularisation, and optionally its latent
@@ -237,8 +238,8 @@ def render_batch(split: str, n: int, rng: torch.Generator, size: int = 64) -> di
 class Recipe:
     """Training settings (e4e's names where e4e has them; defaults: the face world's calibrated recipe)."""
 
-    regression_steps: int = 1500
-    finetune_steps: int = 1500
+    regression_steps: int = 2000
+    finetune_steps: int = 2000
     batch_size: int = 8
     learning_rate: float = 3e-4  # e4e: 1e-4 with Ranger; Adam here (e4e's optim_name='adam')
     mixing: float = 0.5
@@ -249,16 +250,16 @@ class Recipe:
     id_lambda: float = 0.1
     delta_norm: int = 2
     delta_norm_lambda: float = 2e-4
-    progressive_start: int | None = 200
-    progressive_step_every: int = 100
-    w_discriminator_lambda: float = 0.0
+    progressive_start: int | None = 400  # e4e: 20000 of 200000 steps, then one delta every 2000
+    progressive_step_every: int = 40
+    w_discriminator_lambda: float = 0.1
     w_discriminator_lr: float = 2e-5
     r1: float = 10.0
     d_reg_every: int = 16
     w_pool_size: int = 50
     seed: int = 0
     log_every: int = 25
-    val_every: int = 250
+    val_every: int = 500
     val_size: int = 64
     save_every: int = 250
 
@@ -305,6 +306,9 @@ class _Trainer:
             self.d_opt = torch.optim.Adam(self.D.parameters(), lr=recipe.w_discriminator_lr)
             self.real_pool = LatentCodesPool(recipe.w_pool_size, self.rng)
             self.fake_pool = LatentCodesPool(recipe.w_pool_size, self.rng)
+        with torch.no_grad():  # Var(w) per element: the latent term's unit
+            z = torch.randn(4096, generator.style_dim, generator=torch.Generator().manual_seed(recipe.seed))
+            self.w_var = generator.mapping(z).var(0).mean().item()
         self.step = 0
         self.history: list[dict[str, float]] = []
         val_rng = torch.Generator().manual_seed(10_000 + recipe.seed)
@@ -376,7 +380,7 @@ class _Trainer:
         w_hat = self.E(x)
         loss = x.new_zeros(())
         if regression and r.latent_lambda > 0:
-            lat = latent_loss(w_hat, w_true)
+            lat = latent_loss(w_hat, w_true) / self.w_var
             logs["latent"] = lat.item()
             loss = loss + r.latent_lambda * lat
         image_scale = r.regression_image_lambda if regression else 1.0
@@ -674,7 +678,12 @@ def main(argv: list[str] | None = None) -> None:
                        help="random stand-in experts (development)")  # fmt: skip
         p.add_argument("--n", type=int, default=500, help="held-out renders to evaluate on")
     tr.add_argument("--out", required=True, help="output file (e.g. pretrained/faceworld/faceworld_e4e.pt)")
-    tr.add_argument("--resume", action="store_true", help="continue from OUT.state.pt")
+    tr.add_argument(
+        "--state",
+        default=None,
+        help="training-state file, written every --save-every steps (default: runs/faceworld_e4e/<OUT name>.state.pt)",
+    )
+    tr.add_argument("--resume", action="store_true", help="continue from the training-state file")
     tr.add_argument(
         "--units", type=int, nargs=4, default=None, help=f"body units per stage ({FACEWORLD_ARCH['units']})"
     )
@@ -699,7 +708,8 @@ def main(argv: list[str] | None = None) -> None:
     arch = {k: v for k, v in (("units", args.units), ("widths", args.widths), ("block_width", args.block_width))}
     arch = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items() if v is not None}
     out = Path(args.out)
-    state = out.with_name(out.name + ".state.pt")
+    state = Path(args.state) if args.state else Path("runs") / "faceworld_e4e" / f"{out.stem}.state.pt"
+    state.parent.mkdir(parents=True, exist_ok=True)
     print(f"recipe: {dataclasses.asdict(recipe)}\narch: { ({**FACEWORLD_ARCH, **arch}) }\ngenerator: {gen_info}")
     t0 = time.time()
     encoder, history = train_faceworld_e4e(generator, identity, attributes, recipe, arch, state, args.resume)

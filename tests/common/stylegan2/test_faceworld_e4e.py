@@ -243,11 +243,12 @@ def test_command_line_train_then_evaluate(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(fe, "FACEWORLD_ARCH", dict(TINY_ARCH))
     out = tmp_path / "e4e.pt"
     common = ["--random-generator", "0", "--random-experts", "0", "--n", "4"]
-    fe.main(["train", "--out", str(out), *common, "--regression-steps", "2", "--finetune-steps", "1",
+    state = tmp_path / "state.pt"
+    fe.main(["train", "--out", str(out), "--state", str(state), *common, "--regression-steps", "2", "--finetune-steps", "1",
              "--batch-size", "2", "--val-size", "2", "--progressive-start", "none"])  # fmt: skip
     text = capsys.readouterr().out
     assert "'progressive_start': None" in text and "held-out inversion quality" in text and out.is_file()
-    assert (tmp_path / "e4e.pt.state.pt").is_file()
+    assert state.is_file()
     fe.main(["evaluate", "--encoder", str(out), *common])
     table = capsys.readouterr().out
     assert all(row in table for row in ("inversion", "mean_face", "expert_on_input"))
