@@ -53,6 +53,7 @@ from common.face.faceworld_experts import (
     load_faceworld_identity,
 )
 from common.face.losses import identity_loss
+from common.metrics.face import landmark_nme, landmark_pixel_error, psnr_metric
 from common.stylegan2.checkpoints import CheckpointError, load_generator, torch_load_checkpoint
 from common.stylegan2.encoders import Encoder4Editing, load_e4e
 from common.stylegan2.generator import Generator
@@ -68,7 +69,6 @@ __all__ = [
     "discriminator_loss",
     "encoder_adversarial_loss",
     "evaluate_inversion",
-    "landmark_errors",
     "latent_loss",
     "load_faceworld_e4e",
     "progressive_stage",
@@ -566,19 +566,8 @@ def random_generator(seed: int = 0, **overrides) -> Generator:
 
 # ------------------------------------------------------------------------------------------------ evaluation
 def _psnr(x: Tensor, y: Tensor) -> Tensor:
-    """Per-image PSNR ``[B]`` (dB) of images in [-1, 1] (peak-to-peak 2)."""
-    mse = (x - y).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(4.0 / mse.clamp(min=1e-12))
-
-
-def landmark_errors(pred: Tensor, true: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-image mean point error of 68 landmarks ``[B, 68, 2]``: (pixels, normalised by the interocular
-    distance = the outer eye corners 36-45 of ``true``, 300-W's NME)."""
-    if pred.shape != true.shape or pred.shape[-2:] != (68, 2):
-        raise ValueError(f"landmark_errors: expected two [B, 68, 2], got {tuple(pred.shape)}, {tuple(true.shape)}")
-    px = (pred - true).norm(dim=-1).mean(-1)
-    iod = (true[:, 36] - true[:, 45]).norm(dim=-1)
-    return px, px / iod
+    """Per-image PSNR ``[B]`` (dB) of images in [-1, 1], by the shared metric (``common.metrics.face``)."""
+    return torch.stack([psnr_metric()(a[None], b[None]) for a, b in zip(x, y)])
 
 
 @torch.no_grad()
@@ -596,16 +585,18 @@ def evaluate_inversion(
     Rows: ``inversion`` (``G(E(x))`` vs ``x``), ``mean_face`` (``G(latent_avg)``: the floor) and
     ``expert_on_input`` (landmarks only: the estimator on ``x`` itself, the metric's own error). Columns: PSNR
     (dB), identity cosine (``FaceWorldIdentity``), landmark error (``estimate_landmarks`` vs the true landmarks;
-    pixels, and normalised by the interocular distance).
+    pixels, and normalised by the interocular distance: the benchmark's ``landmark_pixel_error`` and
+    ``landmark_nme`` of ``common.metrics.face``).
     """
     encoder.eval()
     ds = fw.FaceWorldDataset("test", size=generator.size, length=n, seed=seed)
     sums: dict[str, dict[str, list[Tensor]]] = {}
 
     def add(row: str, rec: Tensor, x: Tensor, lm: Tensor) -> None:
-        px, nme = landmark_errors(estimate_landmarks(attributes, rec), lm)
+        est = estimate_landmarks(attributes, rec)
         cos = F.cosine_similarity(identity.embed_images(rec), identity.embed_images(x), dim=1)
-        vals = {"psnr": _psnr(rec, x), "id_cos": cos, "landmark_px": px, "landmark_nme": nme}
+        vals = {"psnr": _psnr(rec, x), "id_cos": cos, "landmark_px": landmark_pixel_error(est, lm)}
+        vals["landmark_nme"] = landmark_nme(est, lm)
         for k, v in vals.items():
             sums.setdefault(row, {}).setdefault(k, []).append(v)
 
@@ -619,9 +610,9 @@ def evaluate_inversion(
         if la is not None:
             mean = generator.synthesis(la[None].expand(len(idx), -1, -1), noise="const").clamp(-1, 1)
             add("mean_face", mean, x, lm)
-        px, nme = landmark_errors(estimate_landmarks(attributes, x), lm)
-        sums.setdefault("expert_on_input", {}).setdefault("landmark_px", []).append(px)
-        sums["expert_on_input"].setdefault("landmark_nme", []).append(nme)
+        est = estimate_landmarks(attributes, x)
+        sums.setdefault("expert_on_input", {}).setdefault("landmark_px", []).append(landmark_pixel_error(est, lm))
+        sums["expert_on_input"].setdefault("landmark_nme", []).append(landmark_nme(est, lm))
     return {row: {k: torch.cat(v).mean().item() for k, v in cols.items()} for row, cols in sums.items()}
 
 

@@ -142,13 +142,12 @@ def test_latent_pool():
     assert fe.LatentCodesPool(0).query(a) is a
 
 
-def test_metrics_by_hand():
-    true = torch.zeros(1, 68, 2)
-    true[0, 45] = torch.tensor([10.0, 0.0])
-    px, nme = fe.landmark_errors(true + torch.tensor([3.0, 4.0]), true)
-    assert px.item() == pytest.approx(5.0) and nme.item() == pytest.approx(0.5)
+def test_psnr_by_hand():
     x = torch.zeros(2, 3, 4, 4)
+    y = x.clone()
+    y[1] += 0.02
     assert fe._psnr(x + 0.2, x).tolist() == pytest.approx([20.0, 20.0], rel=1e-5)  # 10 log10(2^2 / 0.04)
+    assert fe._psnr(x + 0.2, y).tolist() == pytest.approx([20.0, 10 * math.log10(4 / 0.18**2)], rel=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------ training
