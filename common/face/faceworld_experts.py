@@ -452,7 +452,7 @@ def _attribute_loss(pred: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[s
 
 
 def train_attributes(
-    steps: int = 2000, batch_size: int = 96, lr: float = 2e-3, seed: int = 1, log_every: int = 50
+    steps: int = 3000, batch_size: int = 96, lr: float = 2e-3, seed: int = 1, log_every: int = 50
 ) -> FaceWorldAttributes:
     """Regression of geometry, texture, expression, pose and camera on DECA-style crops of train identities."""
     torch.manual_seed(seed)
@@ -532,13 +532,16 @@ def evaluate_attributes(net: FaceWorldAttributes, n: int = 1000, seed: int = 0, 
     }
 
 
-def _format(metrics: dict) -> str:
+def _format(metrics: dict, indent: str = "  ") -> str:
+    """Nested metric dicts as indented lines."""
     lines = []
     for k, v in metrics.items():
-        if isinstance(v, dict):
-            lines.append(f"  {k}: " + ", ".join(f"{n} {x:.3f}" for n, x in v.items()))
+        if isinstance(v, dict) and all(not isinstance(x, dict) for x in v.values()) and k != "fixed_box":
+            lines.append(f"{indent}{k}: " + ", ".join(f"{n} {x:.3f}" for n, x in v.items()))
+        elif isinstance(v, dict):
+            lines.append(f"{indent}{k}:\n" + _format(v, indent + "  "))
         else:
-            lines.append(f"  {k}: {v:.4f}")
+            lines.append(f"{indent}{k}: {v:.4f}")
     return "\n".join(lines)
 
 
@@ -565,9 +568,9 @@ def main(argv: list[str] | None = None) -> None:
             metrics = evaluate_attributes(net)
             metrics["fixed_box"] = evaluate_attributes(net, fixed_box=True)
             config = {"width": net.width, "hidden": net.hidden}
-        print(f"held-out {args.expert} accuracy:\n{_format(metrics)}")
         _save(net, args.expert, config, args.out, metrics)
         print(f"saved {args.out}")
+        print(f"held-out {args.expert} accuracy:\n{_format(metrics)}")
         return
     ident = load_faceworld_identity(args.identity)
     print(f"identity expert ({resolve('faceworld_identity', args.identity)}):\n{_format(evaluate_identity(ident))}")
