@@ -10,8 +10,8 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 # Projects that take part in `make demo` / `make bench`, in order.
-DEMOS := maskcon cgh hyperreenact stylemask dferclip
-BENCHES := maskcon generator cgh hyperreenact stylemask dferclip ops
+DEMOS := maskcon cgh stylegan2 hyperreenact stylemask dferclip
+BENCHES := maskcon generator stylegan2 cgh hyperreenact stylemask dferclip ops
 
 export OMP_NUM_THREADS ?= 2
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
@@ -89,6 +89,12 @@ CGH_DATASET = $(if $(filter command line,$(origin DATASET)),$(DATASET),cifar10)
 CGH_ROOT = $(if $(filter command line,$(origin DATA_ROOT)),$(DATA_ROOT),data/$(CGH_DATASET))
 reproduce-cgh: $(VENV)/.installed ## CGH+ReSSL pretrain, kNN, linear probe: make reproduce-cgh DATASET=cifar10 DATA_ROOT=data/cifar10
 	$(PY) -m projects.cgh.reproduce --dataset $(CGH_DATASET) --root $(CGH_ROOT)
+
+demo-stylegan2: $(VENV)/.installed ## StyleGAN2: shipped face-world generator's samples, truncation sweep, style mixing; a few fine-tuning steps
+	$(PY) -m projects.stylegan2.demo
+
+bench-stylegan2: $(VENV)/.installed ## StyleGAN2 training iteration (D, G, R1, path length) 256 px cm1 b4 CPU: ours vs rosinality's CPU ops
+	$(PY) benchmarks/stylegan2_train.py
 
 demo-hyperreenact: $(VENV)/.installed ## HyperReenact fit+eval+video at 32 px, tiny RANDOM networks (~2 min CPU)
 	$(PY) -m projects.hyperreenact.demo

@@ -25,20 +25,21 @@ CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
 
 
 def _generator_file(path: str | None) -> Path | None:
+    """The generator file: ``path`` when given (a local path is always accepted), else the registry's."""
     from common.weights import describe, resolve
 
+    if path is not None:
+        if Path(path).is_file():
+            return Path(path)
+        print(f"[stylegan2 demo] {path}: no such file", file=sys.stderr)
+        return None
     try:
-        return resolve("faceworld_generator", path)
+        return resolve("faceworld_generator")
     except KeyError:
         print("[stylegan2 demo] the face-world generator is not registered yet (common/weights.py: "
               "'faceworld_generator', pretrained/faceworld/); pass --generator FILE", file=sys.stderr)  # fmt: skip
     except FileNotFoundError:
-        if path is not None:
-            print(f"[stylegan2 demo] {path}: no such file", file=sys.stderr)
-        else:
-            print(
-                f"[stylegan2 demo] missing the shipped generator:\n{describe('faceworld_generator')}", file=sys.stderr
-            )
+        print(f"[stylegan2 demo] missing the shipped generator:\n{describe('faceworld_generator')}", file=sys.stderr)
     return None
 
 
