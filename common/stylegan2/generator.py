@@ -174,8 +174,9 @@ class Generator(nn.Module):
             if lay.kind == "conv"
         ]
 
-    def set_fused_modconv(self, fused: bool) -> None:
-        """Switch every modulated conv between the grouped (fused, default) and the activation-scaling path."""
+    def set_fused_modconv(self, fused: bool | None) -> None:
+        """Set every modulated conv's formulation: True grouped (rosinality's fused path), False activation
+        scaling, None (default) chosen per call by whether autograd records (``ModulatedConv2d``)."""
         for m in self.modules():
             if isinstance(m, ModulatedConv2d):
                 m.fused = fused
