@@ -25,31 +25,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from common.checkpoint import CheckpointError, check_finite, read_checkpoint
 from common.stylegan2.generator import Generator, generator_channels
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be used; the message names the file and the problem."""
 
 
 def torch_load_checkpoint(path: str | os.PathLike) -> Any:
     """``torch.load(path, weights_only=True)`` with ``argparse.Namespace`` allowed (rosinality training files).
 
-    Raises ``CheckpointError`` naming the file when it is absent, truncated or needs other classes.
+    Raises ``CheckpointError`` naming the file and the problem (``common.checkpoint.read_checkpoint``: absent,
+    empty, truncated, another format, or needing other classes).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+        return read_checkpoint(path, "checkpoint", safe_globals=[argparse.Namespace])
+    except CheckpointError as e:
+        if "refused" not in str(e):
+            raise
         raise CheckpointError(
-            f"{path}: cannot be read with torch.load(weights_only=True) and the argparse.Namespace allow-list "
-            f"({e}). NVIDIA .pkl files go through load_nvidia_pkl(path, allow_unsafe_pickle=True)."
+            f"{e} NVIDIA .pkl files go through load_nvidia_pkl(path, allow_unsafe_pickle=True)."
         ) from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {e}") from None
 
 
 def _max_index(sd: Mapping[str, Tensor], pattern: str) -> int:
@@ -95,7 +88,8 @@ def infer_generator_config(sd: Mapping[str, Tensor], source: str = "state dict")
 
 
 def load_state_dict_checked(module: torch.nn.Module, sd: Mapping[str, Tensor], source: str) -> None:
-    """Strict ``load_state_dict`` whose error names every missing, unexpected and reshaped key and the file."""
+    """Strict ``load_state_dict`` whose error names every missing, unexpected and reshaped key and the file;
+    tensors with NaN/Inf are refused (``common.checkpoint.check_finite``; ``$PAPERLAB_ALLOW_NONFINITE=1`` allows)."""
     own = module.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -113,6 +107,7 @@ def load_state_dict_checked(module: torch.nn.Module, sd: Mapping[str, Tensor], s
         if reshaped:
             parts.append(f"shape mismatch: {reshaped}")
         raise CheckpointError(f"{source}: does not fit {type(module).__name__}; " + "; ".join(parts))
+    check_finite(sd, source)
     module.load_state_dict(sd, strict=True)
 
 

@@ -280,3 +280,29 @@ def test_project_entry_points_show_user_errors_alone(tmp_path, good_ckpt):
     proc = _run(tmp_path, "projects/maskcon/main.py", "validate", "--config", config, "--ckpt_path", str(good_ckpt))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "CkptToy" in proc.stderr and "MaskConModule" in proc.stderr and "project maskcon" in proc.stderr
+
+
+def test_shared_weight_loaders_refuse_nonfinite_tensors(tmp_path, monkeypatch):
+    """The strict loaders every released-weights path goes through (common/face, common/stylegan2) refuse NaN/Inf,
+    naming the key and the file; allow_nonfinite / PAPERLAB_ALLOW_NONFINITE lets them through."""
+    from common.face.checkpoint import load_state_dict_strict
+    from common.stylegan2 import Generator, load_generator
+
+    net = torch.nn.Linear(3, 2)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state["bias"][0] = float("nan")
+    with pytest.raises(NonFiniteWeightsError, match=r"arcface\.pth: weights hold NaN or Inf: bias \(1 NaN"):
+        load_state_dict_strict(net, state, "arcface.pth")
+    load_state_dict_strict(net, state, "arcface.pth", allow_nonfinite=True)
+    assert torch.isnan(net.bias[0])
+    g = Generator(8, style_dim=8, n_mlp=1, channel_multiplier=1, channel_max=4)
+    sd = g.state_dict()
+    sd["convs.0.conv.weight"][0, 0, 0, 0, 0] = float("inf")
+    path = tmp_path / "g.pt"
+    torch.save({"g_ema": sd}, path)
+    with pytest.raises(
+        NonFiniteWeightsError, match=r"g\.pt: weights hold NaN or Inf: convs\.0\.conv\.weight \(0 NaN, 1 Inf"
+    ):
+        load_generator(path)
+    monkeypatch.setenv("PAPERLAB_ALLOW_NONFINITE", "1")
+    assert torch.isinf(load_generator(path).convs[0].conv.weight).any()
