@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.errors import UserError
+
 WEIGHTS_ENV = "PAPERLAB_WEIGHTS"
 
 
@@ -36,7 +38,7 @@ class Artifact:
     rebuild: str = ""
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(UserError, FileNotFoundError):
     """A pretrained file is absent; the message says where it goes and where to get it."""
 
 
@@ -434,6 +436,23 @@ register(
 )
 register(
     Artifact(
+        name="faceworld_generator",
+        filename="faceworld_generator.pt",
+        subdir="faceworld",
+        source="trained by paperlab on the face world (projects/stylegan2, configs/faceworld64.yaml)",
+        licence=_FW_LICENCE,
+        users=("stylegan2", "stylemask", "hyperreenact", "app"),
+        sha256=None,
+        description="StyleGAN2 g_ema of face-world renders (64 px, rosinality layout {'g_ema'}, float16)",
+        rebuild=(
+            "python projects/stylegan2/main.py fit --config projects/stylegan2/configs/faceworld64.yaml && "
+            "python -m projects.stylegan2.export runs/stylegan2/faceworld64/version_0/checkpoints/last.ckpt "
+            "--out pretrained/faceworld/faceworld_generator.pt --g-ema-only --half"
+        ),
+    )
+)
+register(
+    Artifact(
         name="faceworld_e4e",
         filename="faceworld_e4e.pt",
         subdir="faceworld",
@@ -458,6 +477,24 @@ register(
         rebuild=(
             "python -m common.face.faceworld_experts train attributes "
             "--out pretrained/faceworld/faceworld_attributes.pt"
+        ),
+    )
+)
+register(
+    Artifact(
+        name="faceworld_hyperreenact",
+        filename="faceworld_hyperreenact.pt",
+        subdir="faceworld",
+        source="trained by paperlab on the face world (projects/hyperreenact, configs/faceworld.yaml)",
+        licence=_FW_LICENCE,
+        users=("hyperreenact", "app"),
+        sha256=None,
+        description="HyperReenact hypernetwork over the face-world generator (float16, with its hyperparameters)",
+        rebuild=(
+            "python projects/hyperreenact/main.py fit --config projects/hyperreenact/configs/faceworld.yaml && "
+            "python -m projects.hyperreenact.export --checkpoint "
+            "runs/hyperreenact/faceworld/version_0/checkpoints/last.ckpt "
+            "--out pretrained/faceworld/faceworld_hyperreenact.pt"
         ),
     )
 )

@@ -2,6 +2,7 @@
 
     python -m projects.stylegan2.export runs/stylegan2/faceworld64/version_0/checkpoints/last.ckpt --out g.pt
     python -m projects.stylegan2.export last.ckpt --out g_ema.pt --g-ema-only     # {'g_ema'} only
+    python -m projects.stylegan2.export last.ckpt --out g.pt --g-ema-only --half   # float16 (what ships)
 
 The file holds ``g``, ``d``, ``g_ema`` (rosinality's ``model.py`` key names), ``g_optim``, ``d_optim`` (Adam state
 dicts in rosinality's parameter order), ``args`` (an ``argparse.Namespace`` with ``train.py``'s argument names) and
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from common.stylegan2.checkpoints import CheckpointError
+from common.checkpoint import CheckpointError, read_checkpoint
 
 PREFIXES = {"g": "generator.", "d": "discriminator.", "g_ema": "g_ema."}
 
@@ -40,18 +40,7 @@ def rosinality_args(hparams: Mapping[str, Any], iteration: int = 0, batch: int |
 
 
 def _read(path: str | os.PathLike, what: str) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file ({what})")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused by torch.load(weights_only=True) ({what}): {e}") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(
-            f"{path}: not a readable torch checkpoint (truncated or corrupt?) ({what}): {e}"
-        ) from None
+    return read_checkpoint(path, what, safe_globals=[argparse.Namespace])
 
 
 def lightning_to_rosinality(ckpt: Mapping[str, Any], source: str = "checkpoint") -> dict[str, Any]:
@@ -80,11 +69,19 @@ def lightning_to_rosinality(ckpt: Mapping[str, Any], source: str = "checkpoint")
     return out
 
 
-def export(ckpt_path: str | os.PathLike, out: str | os.PathLike, g_ema_only: bool = False) -> Path:
-    """Write ``ckpt_path`` (a Lightning checkpoint) as rosinality's layout to ``out``; returns ``out``."""
+def export(ckpt_path: str | os.PathLike, out: str | os.PathLike, g_ema_only: bool = False, half: bool = False) -> Path:
+    """Write ``ckpt_path`` (a Lightning checkpoint) as rosinality's layout to ``out``; returns ``out``.
+
+    ``half`` stores the floating-point weights of ``g``/``d``/``g_ema`` as float16 (half the size; the loaders
+    copy them into float32 modules); optimiser states are left as they are.
+    """
     blob = lightning_to_rosinality(_read(ckpt_path, "Lightning checkpoint"), str(ckpt_path))
     if g_ema_only:
         blob = {"g_ema": blob["g_ema"]}
+    if half:
+        for name in PREFIXES:
+            if name in blob:
+                blob[name] = {k: v.half() if v.is_floating_point() else v for k, v in blob[name].items()}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(blob, out)
@@ -96,9 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("checkpoint", help="Lightning checkpoint of projects/stylegan2 (e.g. .../checkpoints/last.ckpt)")
     ap.add_argument("--out", required=True, help="rosinality-layout .pt to write")
     ap.add_argument("--g-ema-only", action="store_true", help="write only {'g_ema'} (what generators ship as)")
+    ap.add_argument("--half", action="store_true", help="store the networks' weights as float16 (shipped files)")
     args = ap.parse_args(argv)
     try:
-        path = export(args.checkpoint, args.out, args.g_ema_only)
+        path = export(args.checkpoint, args.out, args.g_ema_only, args.half)
     except CheckpointError as e:
         raise SystemExit(f"error: {e}") from None
     print(f"wrote {path}")

@@ -114,6 +114,16 @@ def test_export_import_round_trip(tmp_path, cache):
     for part in ("g", "d", "g_ema"):
         assert all(torch.equal(again[part][k], blob[part][k]) for k in blob[part])
 
+    # the shipped form: g_ema only, float16; loads into a float32 generator equal to the rounded weights
+    half = tmp_path / "half.pt"
+    export_main([str(ckpt), "--out", str(half), "--g-ema-only", "--half"])
+    small = torch.load(half, weights_only=True)
+    assert set(small) == {"g_ema"} and all(v.dtype == torch.float16 for v in small["g_ema"].values())
+    g16 = load_generator(half)
+    for k, v in model.g_ema.state_dict().items():
+        got = g16.state_dict()[k]
+        assert got.dtype == torch.float32 and torch.equal(got, v.half().float()), k
+
 
 def test_official_training_checkpoint_loads_and_bad_keys_are_named(tmp_path):
     """A rosinality train.py checkpoint (random tensors under rosinality's key names: those of our G and D, which
@@ -154,7 +164,7 @@ def test_export_refuses_foreign_files(tmp_path):
     with pytest.raises(CheckpointError, match="other.ckpt: no 'generator.\\*' weights"):
         export(tmp_path / "other.ckpt", tmp_path / "o.pt")
     (tmp_path / "trunc.ckpt").write_bytes(b"PK\x03\x04garbage")
-    with pytest.raises(CheckpointError, match="trunc.ckpt: not a readable torch checkpoint"):
+    with pytest.raises(CheckpointError, match="trunc.ckpt: truncated"):
         export(tmp_path / "trunc.ckpt", tmp_path / "o.pt")
     with pytest.raises(SystemExit, match="missing.ckpt: no such file"):
         export_main([str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "o.pt")])
