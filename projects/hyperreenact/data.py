@@ -24,6 +24,22 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from projects.hyperreenact.frames import DrivingFrames, default_box, default_lm5
+from projects.hyperreenact.model import build_tiny_generator, mean_latent
+
+__all__ = [
+    "EpochSampler",
+    "EvaluationPairs",
+    "ReenactmentPairs",
+    "Video",
+    "VoxCelebDataModule",
+    "default_box",
+    "default_lm5",
+    "load_frame",
+    "scan_split",
+    "write_synthetic_vox",
+]
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -221,17 +237,6 @@ class EvaluationPairs(Dataset):
 
 
 # --------------------------------------------------------------------------------------------- synthetic data
-def default_lm5(size: int) -> np.ndarray:
-    """Five points of a centred face (ArcFace template placed in the middle 7/8 of the crop)."""
-    tpl = np.array([[38.29, 51.70], [73.53, 51.50], [56.03, 71.74], [41.55, 92.37], [70.73, 92.20]], np.float32)
-    return tpl / 112.0 * size
-
-
-def default_box(size: int) -> np.ndarray:
-    """A face box covering the central 70% of the crop (left, top, right, bottom)."""
-    return np.array([0.15 * size, 0.15 * size, 0.85 * size, 0.85 * size], np.float32)
-
-
 @torch.no_grad()
 def write_synthetic_vox(
     root: str | os.PathLike,
@@ -251,8 +256,6 @@ def write_synthetic_vox(
     Landmarks and boxes are the fixed :func:`default_lm5` / :func:`default_box`. With ``truncation < 1`` the
     frames are rendered from the truncated codes (toward the seeded mean latent the model also uses), as the
     e4e codes of real frames are meant to be read by the truncated generator."""
-    from projects.hyperreenact.model import mean_latent
-
     trunc = mean_latent(generator, mean_latent_samples, mean_latent_seed) if truncation != 1.0 else None
     root = Path(root)
     g = torch.Generator().manual_seed(seed)
@@ -318,8 +321,6 @@ class VoxCelebDataModule(LightningDataModule):
     def prepare_data(self) -> None:
         hp = self.hparams
         if hp.synthetic and not (Path(hp.root) / "train").is_dir():
-            from projects.hyperreenact.model import build_tiny_generator
-
             gen = build_tiny_generator(**(hp.tiny_generator or {}))
             write_synthetic_vox(
                 hp.root,
@@ -363,8 +364,6 @@ class VoxCelebDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Driving frames of ``predict_driving`` with the ``predict_source`` crop (``main.py predict``); the
         module's writer saves frames and a video at the driving frame rate under ``predict_output``."""
-        from projects.hyperreenact.inference import DrivingFrames
-
         hp = self.hparams
         if not hp.predict_source or not hp.predict_driving:
             raise ValueError("predict needs --data.predict_source=IMAGE and --data.predict_driving=VIDEO|DIR|IMAGE")

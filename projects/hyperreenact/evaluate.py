@@ -26,6 +26,9 @@ from torch.utils.data import DataLoader
 
 from common.face.flame import axis_angle_to_euler
 from common.metrics.face import CSIM, FID, ExpressionDistance, LPIPSMetric, PoseDistance, psnr_metric, ssim_metric
+from projects.hyperreenact.data import EvaluationPairs
+from projects.hyperreenact.inference import build_net
+from projects.hyperreenact.pretrained import load_lpips
 
 LARGE_POSE_DEGREES = 15.0
 SELF_METRICS = ("csim", "csim_target", "lpips", "fid", "apd", "aed", "psnr", "ssim")
@@ -148,9 +151,6 @@ def format_table(results: Mapping[str, Mapping[str, Mapping[str, float]]], paper
 
 def main(argv: list[str] | None = None) -> dict:
     from common.weights import MissingWeightsError, resolve
-    from projects.hyperreenact.data import EvaluationPairs
-    from projects.hyperreenact.inference import build_net
-    from projects.hyperreenact.pretrained import load_lpips
 
     p = argparse.ArgumentParser(description="HyperReenact evaluation on VoxCeleb1 test frames")
     p.add_argument("--root", required=True, help="preprocessed frames (<root>/test/<id>/<video>/...)")

@@ -15,6 +15,8 @@ from PIL import Image
 from torch import Tensor, nn
 
 from common.face.losses import flame_shape_terms, identity_loss
+from projects.hyperreenact import pretrained
+from projects.hyperreenact.frames import to_uint8
 from projects.hyperreenact.hypernet import HypernetworkBlocks, load_released_hypernet, official_layer_table
 from projects.hyperreenact.loss import lpips_loss, pixel_l1, weighted_total
 from projects.hyperreenact.model import (
@@ -71,7 +73,6 @@ def build_pretrained_parts(
 ) -> dict[str, nn.Module]:
     """The released networks, each through ``common.weights.resolve`` (a missing file names where it goes)."""
     from common.weights import resolve
-    from projects.hyperreenact import pretrained
 
     parts: dict[str, nn.Module] = {
         "generator": pretrained.load_voxceleb_generator(resolve("hyperreenact_stylegan2_voxceleb", generator_path)),
@@ -310,8 +311,6 @@ class ReenactmentWriter(Callback):
         self.count = 0
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        from projects.hyperreenact.inference import to_uint8
-
         for i, arr in zip(outputs["index"].tolist(), to_uint8(outputs["image"])):
             Image.fromarray(arr).save(self.out / "frames" / f"{i:06d}.png")
             self.count += 1

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from projects.hyperreenact.inference import VIDEO_SUFFIXES, FaceCropper, to_tensor
+from projects.hyperreenact.frames import VIDEO_SUFFIXES, FaceCropper, to_tensor
+from projects.hyperreenact.pretrained import load_voxceleb_e4e
 
 VOX1_TEST_IDS = tuple(f"id{n}" for n in range(10270, 10310))
 
@@ -116,7 +117,6 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
     inverter = None
     if not a.no_latents:
         from common.weights import resolve
-        from projects.hyperreenact.pretrained import load_voxceleb_e4e
 
         inverter = load_voxceleb_e4e(resolve("hyperreenact_e4e_voxceleb", a.e4e)).to(a.device)
     cropper = FaceCropper(a.size, "detect", device=a.device)

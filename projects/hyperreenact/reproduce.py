@@ -11,6 +11,9 @@ import os
 import sys
 from pathlib import Path
 
+from projects.hyperreenact.evaluate import format_table
+from projects.hyperreenact.evaluate import main as evaluate_main
+
 ARTIFACTS = (
     "hyperreenact_stylegan2_voxceleb",
     "hyperreenact_e4e_voxceleb",
@@ -66,9 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[hyperreenact] cannot reproduce: {len(problems)} item(s) missing\n")
         print("\n\n".join(problems))
         return 2
-    from projects.hyperreenact.evaluate import format_table
-    from projects.hyperreenact.evaluate import main as evaluate_main
-
     args = ["--root", a.root, "--num-pairs", str(a.num_pairs), "--batch-size", str(a.batch_size)]
     if a.limit:
         args += ["--limit", str(a.limit)]
