@@ -54,9 +54,10 @@ from common.face.faceworld_experts import (
 )
 from common.face.losses import identity_loss
 from common.metrics.face import landmark_nme, landmark_pixel_error, psnr_metric
-from common.stylegan2.checkpoints import CheckpointError, load_generator, torch_load_checkpoint
+from common.stylegan2.checkpoints import CheckpointError, torch_load_checkpoint
 from common.stylegan2.encoders import Encoder4Editing, load_e4e
 from common.stylegan2.generator import Generator
+from common.stylegan2.sample import load_any_generator
 from common.weights import REGISTRY, SHIPPED_DIR, MissingWeightsError, resolve
 
 __all__ = [
@@ -480,6 +481,12 @@ def train_faceworld_e4e(
     every ``recipe.save_every`` steps; ``resume`` continues from it.
     """
     recipe = recipe or Recipe()
+    last = progressive_stage(recipe.total_steps - 1, generator.n_latent, recipe.progressive_start,
+                             recipe.progressive_step_every)  # fmt: skip
+    if last < generator.n_latent - 1:
+        # The saved encoder applies every delta (e4e's Inference stage); untrained ones add noise.
+        log(f"warning: the progressive schedule reaches stage {last} of {generator.n_latent - 1} in "
+            f"{recipe.total_steps} steps; deltas {last + 1}..{generator.n_latent - 1} stay untrained")  # fmt: skip
     torch.manual_seed(recipe.seed)
     encoder = build_faceworld_e4e(generator, **(arch or {}))
     encoder.set_latent_avg(_latent_avg(generator, seed=recipe.seed))
@@ -651,7 +658,7 @@ def _generator(args: argparse.Namespace) -> tuple[Generator, dict]:
     if args.random_generator is not None:
         return random_generator(args.random_generator), {"random_seed": args.random_generator, **FACEWORLD_GENERATOR}
     path = generator_path(args.generator)
-    return load_generator(path), {"path": str(path)}
+    return load_any_generator(path), {"path": str(path)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -660,7 +667,12 @@ def main(argv: list[str] | None = None) -> None:
     tr = sub.add_parser("train", help="train the encoder and save it (e4e's checkpoint layout, float16)")
     ev = sub.add_parser("evaluate", help="held-out inversion quality of the registered (or given) encoder")
     for p in (tr, ev):
-        p.add_argument("--generator", default=None, help="generator file (default: registry faceworld_generator)")
+        p.add_argument(
+            "--generator",
+            default=None,
+            help="generator file: rosinality .pt or a StyleGAN2 training run's "
+            "Lightning .ckpt (g_ema) (default: registry faceworld_generator)",
+        )
         p.add_argument("--random-generator", type=int, default=None, metavar="SEED",
                        help="use a random stand-in generator with the face-world layout (development)")  # fmt: skip
         p.add_argument("--identity", default=None, help="identity expert file (default: the registry's)")

@@ -185,6 +185,32 @@ def test_finetune_with_latent_discriminator_resumes_exactly(tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_warns_when_the_progressive_schedule_leaves_deltas_untrained():
+    g = tiny_generator()  # 32 px: 8 W+ rows, deltas 1..7
+    ident, attr = tiny_experts()
+    msgs: list[str] = []
+    kw = dict(regression_steps=2, finetune_steps=1, regression_image_lambda=0.0)
+    fe.train_faceworld_e4e(g, ident, attr, _recipe(progressive_start=1, progressive_step_every=1, **kw), TINY_ARCH,
+                           log=msgs.append)  # fmt: skip
+    warned = [m for m in msgs if m.startswith("warning:")]
+    assert warned == ["warning: the progressive schedule reaches stage 2 of 7 in 3 steps; deltas 3..7 stay untrained"]
+    msgs.clear()
+    fe.train_faceworld_e4e(g, ident, attr, _recipe(progressive_start=None, **kw), TINY_ARCH, log=msgs.append)
+    assert not [m for m in msgs if m.startswith("warning:")]
+
+
+def test_generator_from_a_lightning_checkpoint(tmp_path):
+    import argparse
+
+    g = tiny_generator()
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {f"g_ema.{k}": v for k, v in g.state_dict().items()}, "global_step": 3}, path)
+    loaded, meta = fe._generator(argparse.Namespace(random_generator=None, generator=str(path)))
+    assert meta == {"path": str(path)} and loaded.size == 32 and loaded.style_dim == 32
+    for k, v in g.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+
 # ------------------------------------------------------------------------------------------------ files
 @pytest.fixture()
 def saved(tmp_path):
