@@ -3,9 +3,13 @@
     python benchmarks/ops.py            # full shapes [8,512,64,64] and [4,128,256,256]
     python benchmarks/ops.py --small    # reduced shapes for a shared CPU box
 
-CPU: each op's reference path (polyphase / strided, cuda_ops) against the straightforward zero-insert + pad +
-full 2-D depthwise convolution (then subsample), timed interleaved in one run; the ratio is what the issue's
-1.5x goal is about. Wall-clock medians and per-process CPU-time medians are both printed (CPU time is steadier
+CPU: each op's reference path (cuda_ops) against the straightforward formulation (``benchmarks._util``:
+zero-insert + pad + full 2-D depthwise convolution, then subsample; ``F.leaky_relu`` for bias + activation:
+rosinality's CPU fallback), timed interleaved in one run, for three computations: forward (no grad),
+forward + backward w.r.t. the input, and double backward (the input gradient taken with ``create_graph``
+for an upstream gradient that itself requires grad, then the backward of its squared norm: what R1 and
+path-length regularisation do through every op). The ratio (straightforward / ours) is what the issue's 1.5x
+goal is about. Wall-clock medians and per-process CPU-time medians are both printed (CPU time is steadier
 when other jobs share the machine). CUDA (when present): the kernels, the reference on the GPU, achieved GB/s
 (bytes read + written once), and peak allocator memory per variant.
 """
@@ -13,37 +17,51 @@ when other jobs share the machine). CUDA (when present): the kernels, the refere
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import statistics
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._util import peak_memory_mb, reset_peak_memory, sync  # noqa: E402
-from cuda_ops import bias_act, downsample2d, setup_filter, upsample2d  # noqa: E402
+from benchmarks._util import (  # noqa: E402
+    peak_memory_mb,
+    reset_peak_memory,
+    straightforward_bias_act,
+    straightforward_upfirdn2d,
+    time_interleaved,
+)
+from cuda_ops import bias_act, downsample2d, setup_filter, upfirdn2d, upsample2d  # noqa: E402
 
 FULL_SHAPES = [(8, 512, 64, 64), (4, 128, 256, 256)]
 SMALL_SHAPES = [(2, 128, 64, 64), (1, 32, 256, 256)]
+COMPUTATIONS = ("fwd", "fwd+bwd", "double bwd")
 
 
-def straightforward_upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int, down: int, pad: list[int], gain: float):
-    """The textbook formulation: zero insertion, zero padding, full depthwise 2-D convolution, subsampling."""
-    N, C, H, W = x.shape
-    x = x.reshape(N, C, H, 1, W, 1)
-    x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1]).reshape(N, C, H * up, W * up)
-    x = F.pad(x, pad)
-    w = (f * gain).flip([0, 1]).to(x.dtype)[None, None].repeat(C, 1, 1, 1)
-    return F.conv2d(x, w, groups=C)[:, :, ::down, ::down]
+def computation(op: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, kind: str) -> Callable[[], object]:
+    """A closure running ``op`` on ``x`` for one of ``COMPUTATIONS`` (upstream gradients drawn once)."""
+    if kind == "fwd":
 
+        def run() -> object:
+            with torch.no_grad():
+                return op(x)
 
-def straightforward_bias_lrelu(x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return F.leaky_relu(x + b.view(1, -1, 1, 1), 0.2) * math.sqrt(2)
+        return run
+    xg = x.detach().requires_grad_(True)
+    with torch.no_grad():
+        gy = torch.randn_like(op(x))
+    if kind == "fwd+bwd":
+        return lambda: op(xg).backward(gy)
+    gy = gy.requires_grad_(True)
+
+    def double() -> None:
+        (gx,) = torch.autograd.grad(op(xg), xg, gy, create_graph=True)
+        gx.square().sum().backward()
+        xg.grad = gy.grad = None
+
+    return double
 
 
 def reset_cpu_peak() -> bool:
@@ -53,23 +71,6 @@ def reset_cpu_peak() -> bool:
         return True
     except OSError:
         return False
-
-
-def time_interleaved(fns: dict, iters: int, device: str) -> dict:
-    """Median wall and CPU seconds per call of each fn, calls interleaved so load changes hit all alike."""
-    wall = {k: [] for k in fns}
-    cpu = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()
-    sync(device)
-    for _ in range(iters):
-        for k, fn in fns.items():
-            w0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            sync(device)
-            wall[k].append(time.perf_counter() - w0)
-            cpu[k].append(time.process_time() - c0)
-    return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in fns}
 
 
 def current_rss_mb() -> float:
@@ -95,6 +96,7 @@ def peak_of(fn, device: str) -> float | None:
 
 
 def cases(shape, device: str, dtype: torch.dtype):
+    """(name, ours(x, impl), straightforward(x), bytes moved by one forward, input) per op on ``shape``."""
     torch.manual_seed(0)
     x = torch.randn(shape, device=device, dtype=dtype)
     b = torch.randn(shape[1], device=device, dtype=dtype)
@@ -104,21 +106,31 @@ def cases(shape, device: str, dtype: torch.dtype):
     return [
         (
             "upsample2d x2",
-            lambda impl: upsample2d(x, f, impl=impl),
-            lambda: straightforward_upfirdn2d(x, f, 2, 1, [2, 1, 2, 1], 4.0),
+            lambda x, impl: upsample2d(x, f, impl=impl),
+            lambda x: straightforward_upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4.0),
             (n_in + 4 * n_in) * elt,
+            x,
         ),
         (
             "downsample2d x2",
-            lambda impl: downsample2d(x, f, impl=impl),
-            lambda: straightforward_upfirdn2d(x, f, 1, 2, [1, 1, 1, 1], 1.0),
+            lambda x, impl: downsample2d(x, f, impl=impl),
+            lambda x: straightforward_upfirdn2d(x, f, down=2, padding=[1, 1, 1, 1]),
             (n_in + n_in // 4) * elt,
+            x,
+        ),
+        (
+            "blur 4x4 pad 1",  # rosinality's Blur after the transposed conv of an upsampling layer
+            lambda x, impl: upfirdn2d(x, f, padding=1, impl=impl),
+            lambda x: straightforward_upfirdn2d(x, f, padding=1),
+            2 * n_in * elt,
+            x,
         ),
         (
             "bias_act lrelu",
-            lambda impl: bias_act(x, b, act="lrelu", impl=impl),
-            lambda: straightforward_bias_lrelu(x, b),
+            lambda x, impl: bias_act(x, b, act="lrelu", impl=impl),
+            lambda x: straightforward_bias_act(x, b, act="lrelu"),
             2 * n_in * elt,
+            x,
         ),
     ]
 
@@ -135,19 +147,30 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, {args.threads} CPU thread(s), iters={args.iters}, shapes={shapes}")
 
     print("\n== CPU: cuda_ops reference vs straightforward zero-insert + pad + full conv (float32) ==")
-    header = f"{'op':<16} {'shape':<20} {'ref ms':>9} {'naive ms':>9} {'ratio':>6} {'cpu ratio':>9}"
-    print(header + f" {'max|diff|':>10} {'ref +MiB':>8} {'naive +MiB':>10}")
+    print("(ratio = straightforward / ours; +MiB: peak RSS growth of one forward)")
+    header = (
+        f"{'op':<16} {'shape':<18} {'computation':<11} {'ours ms':>9} {'naive ms':>9} {'ratio':>6} {'cpu ratio':>9}"
+    )
+    print(header + f" {'max|diff|':>10} {'ours +MiB':>9} {'naive +MiB':>10}")
+    fmt_mem = lambda m: f"{m:9.0f}" if m is not None else f"{'n/a':>9}"  # noqa: E731
     for shape in shapes:
-        for name, ours, naive, _ in cases(shape, "cpu", torch.float32):
-            diff = (ours("ref") - naive()).abs().max().item()
-            t = time_interleaved({"ref": lambda o=ours: o("ref"), "naive": naive}, args.iters, "cpu")
-            mem_ref, mem_naive = peak_of(lambda o=ours: o("ref"), "cpu"), peak_of(naive, "cpu")
-            (w_ref, c_ref), (w_naive, c_naive) = t["ref"], t["naive"]
-            fmt_mem = lambda m: f"{m:8.0f}" if m is not None else f"{'n/a':>8}"  # noqa: E731
-            print(
-                f"{name:<16} {str(list(shape)):<20} {w_ref * 1e3:9.1f} {w_naive * 1e3:9.1f} {w_naive / w_ref:5.2f}x "
-                f"{c_naive / c_ref:8.2f}x {diff:10.2e} {fmt_mem(mem_ref)} {fmt_mem(mem_naive):>10}"
-            )
+        for name, ours, naive, _, x in cases(shape, "cpu", torch.float32):
+            for kind in COMPUTATIONS:
+                fns = {
+                    "ref": computation(lambda t, o=ours: o(t, "ref"), x, kind),
+                    "naive": computation(naive, x, kind),
+                }
+                t = time_interleaved(fns, args.iters, "cpu")
+                (w_ref, c_ref), (w_naive, c_naive) = t["ref"], t["naive"]
+                extra = ""
+                if kind == "fwd":
+                    diff = (fns["ref"]() - fns["naive"]()).abs().max().item()
+                    mem_ref, mem_naive = peak_of(fns["ref"], "cpu"), peak_of(fns["naive"], "cpu")
+                    extra = f" {diff:10.2e} {fmt_mem(mem_ref)} {fmt_mem(mem_naive):>10}"
+                print(
+                    f"{name:<16} {str(list(shape)):<18} {kind:<11} {w_ref * 1e3:9.1f} {w_naive * 1e3:9.1f} "
+                    f"{w_naive / w_ref:5.2f}x {c_naive / c_ref:8.2f}x" + extra
+                )
 
     if args.cpu_only or not torch.cuda.is_available():
         print("\n(no CUDA device: kernel timings skipped)")
@@ -159,11 +182,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     for shape in shapes:
         for dtype in (torch.float32, torch.float16):
-            for name, ours, _, nbytes in cases(shape, "cuda", dtype):
+            for name, ours, _, nbytes, x in cases(shape, "cuda", dtype):
                 t = time_interleaved(
-                    {"cuda": lambda o=ours: o("cuda"), "ref": lambda o=ours: o("ref")}, args.iters, "cuda"
+                    {"cuda": lambda o=ours, x=x: o(x, "cuda"), "ref": lambda o=ours, x=x: o(x, "ref")},
+                    args.iters,
+                    "cuda",
                 )
-                mem_k, mem_r = peak_of(lambda o=ours: o("cuda"), "cuda"), peak_of(lambda o=ours: o("ref"), "cuda")
+                mem_k = peak_of(lambda o=ours, x=x: o(x, "cuda"), "cuda")
+                mem_r = peak_of(lambda o=ours, x=x: o(x, "ref"), "cuda")
                 tk, tr = t["cuda"][0], t["ref"][0]
                 print(
                     f"{name:<16} {str(list(shape)):<20} {str(dtype)[6:]:<8} {tk * 1e3:9.3f} {nbytes / tk / 1e9:11.1f} "
