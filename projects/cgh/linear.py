@@ -18,7 +18,9 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from common.checkpoint import check_finite, read_checkpoint
 from common.nn.resnet import ResNetBackbone
+from common.nn.schedules import warmup_cosine
 
 BACKBONE_PREFIX = "student.backbone."
 _ARCH_KEYS = ("arch", "cifar_stem", "in_channels", "width")
@@ -34,10 +36,7 @@ def load_pretrained_backbone(path: str | Path, prefix: str = BACKBONE_PREFIX) ->
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: pretraining checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
+    ckpt = read_checkpoint(path, "pretraining checkpoint")
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
     if "net" in ckpt and isinstance(ckpt["net"], dict):  # official CGH / ReSSL-style checkpoint
@@ -46,6 +45,7 @@ def load_pretrained_backbone(path: str | Path, prefix: str = BACKBONE_PREFIX) ->
             sub = {k[len(official) :]: v for k, v in state.items() if k.startswith(official)}
             sub = {k: v for k, v in sub.items() if not k.startswith("fc.")}
             if sub:
+                check_finite(sub, path)
                 return sub, {}
         raise ValueError(f"{path}: official checkpoint without 'module.encoder_q.*' weights")
     state = ckpt.get("state_dict")
@@ -54,6 +54,7 @@ def load_pretrained_backbone(path: str | Path, prefix: str = BACKBONE_PREFIX) ->
     sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not sub:
         raise ValueError(f"{path}: no '{prefix}*' weights (is it a CGH pretraining checkpoint?)")
+    check_finite(sub, path)
     return sub, dict(ckpt.get("hyper_parameters", {}))
 
 
@@ -172,5 +173,5 @@ class CGHLinearProbe(LightningModule):
         h = self.hparams
         opt = torch.optim.SGD(self.fc.parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, 0, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

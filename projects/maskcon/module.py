@@ -11,25 +11,17 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from common.callbacks.embedding_plot import EmbeddingPlot
+from common.checkpoint import CheckpointMixin
 from common.distributed import world_size
 from common.metrics.retrieval import RecallAtK
 from common.nn.ema import ema_update_, frozen_copy
 from common.nn.queue import FeatureQueue
+from common.nn.schedules import warmup_cosine
 from projects.maskcon.loss import MODES, contrastive_loss
 from projects.maskcon.model import MaskConNet
 
 
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
-    """LR factor: linear from 0 over ``warmup_steps``, then half a cosine from 1 to 0 at ``total_steps``."""
-    if step < warmup_steps:
-        return step / max(1, warmup_steps)
-    if total_steps <= warmup_steps:
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-class MaskConModule(LightningModule):
+class MaskConModule(CheckpointMixin, LightningModule):
     """MaskCon (Feng & Patras, CVPR 2023) and the baselines of the official code, in the MoCo framework.
 
     Args:
@@ -49,6 +41,8 @@ class MaskConModule(LightningModule):
         recall_ks: the K of Recall@K (fine labels, L2-normalised backbone features).
         plot_embeddings / plot_max_points: t-SNE image of the test features at ``test``.
     """
+
+    plain_weights_hint = "--model.backbone_weights"
 
     def __init__(
         self,
