@@ -74,8 +74,9 @@ class HypercolumnHead(nn.Module):
 class CGHNetwork(nn.Module):
     """Backbone + global head (+ hypercolumn head when ``hyper_layers`` is not empty).
 
-    forward(x ``[B, C, H, W]``, hyper=True) -> dict with ``"g"`` ``[B, D_g]`` and, when the hypercolumn head
-    exists and ``hyper`` is True, ``"h"`` ``[B, D_h]``; both L2-normalised.
+    forward(x ``[B, C, H, W]``, hyper=True, with_pool=False) -> dict with ``"g"`` ``[B, D_g]`` and, when the
+    hypercolumn head exists and ``hyper`` is True, ``"h"`` ``[B, D_h]`` (both L2-normalised); with ``with_pool``
+    also ``"pool"`` ``[B, C4]``, the pooled last stage (the backbone feature, not normalised).
     """
 
     def __init__(
@@ -109,14 +110,65 @@ class CGHNetwork(nn.Module):
         self._stages = tuple(dict.fromkeys((*self.hyper_layers, last)))
         self._last = last
 
-    def forward(self, x: Tensor, hyper: bool = True) -> dict[str, Tensor]:
+    def forward(self, x: Tensor, hyper: bool = True, with_pool: bool = False) -> dict[str, Tensor]:
         use_hyper = hyper and self.hyper_head is not None
         stages = self._stages if use_hyper else (self._last,)
         maps = self.backbone.forward_stages(x, stages=stages)
-        out = {"g": self.global_head(maps[self._last].mean(dim=(2, 3)))}
+        pool = maps[self._last].mean(dim=(2, 3))
+        out = {"g": self.global_head(pool)}
+        if with_pool:
+            out["pool"] = pool
         if use_hyper:
             out["h"] = self.hyper_head([maps[s] for s in self.hyper_layers])
         return out
+
+
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics come from ``num_splits`` equal groups of the batch (ghost BN).
+
+    It simulates ``num_splits`` devices on one (the official single-GPU path of CGH/MoCo): each group of
+    consecutive samples is normalised by its own mean and variance; the running statistics are updated with
+    the average over the groups. Evaluation is plain BN. Parameter and buffer names are BatchNorm2d's, so
+    checkpoints load either way. A batch that ``num_splits`` does not divide is normalised as a whole.
+    """
+
+    def __init__(self, num_features: int, num_splits: int = 8, **kwargs: Any) -> None:
+        super().__init__(num_features, **kwargs)
+        if num_splits < 1:
+            raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+        self.num_splits = num_splits
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        s = self.num_splits
+        if not self.training or s == 1 or n % s or n // s < 2:
+            return super().forward(x)
+        mean = self.running_mean.repeat(s)
+        var = self.running_var.repeat(s)
+        # [N, C] -> [N/s, s*C]: group g of consecutive samples becomes channels g*C .. (g+1)*C - 1
+        xg = x.view(s, n // s, c, h, w).transpose(0, 1).reshape(n // s, s * c, h, w)
+        out = F.batch_norm(
+            xg, mean, var, self.weight.repeat(s), self.bias.repeat(s), True, self.momentum or 0.1, self.eps
+        )
+        with torch.no_grad():
+            self.running_mean.copy_(mean.view(s, c).mean(0))
+            self.running_var.copy_(var.view(s, c).mean(0))
+            self.num_batches_tracked.add_(1)
+        return out.view(n // s, s, c, h, w).transpose(0, 1).reshape(n, c, h, w)
+
+
+def split_batchnorm_(module: nn.Module, num_splits: int) -> nn.Module:
+    """Replaces every plain ``BatchNorm2d`` inside ``module`` by :class:`SplitBatchNorm2d` (same state)."""
+    for name, child in list(module.named_children()):
+        if type(child) is nn.BatchNorm2d:
+            new = SplitBatchNorm2d(
+                child.num_features, num_splits, eps=child.eps, momentum=child.momentum, affine=child.affine
+            )
+            new.load_state_dict(child.state_dict())
+            setattr(module, name, new)
+        else:
+            split_batchnorm_(child, num_splits)
+    return module
 
 
 def shuffle_bn_forward(fn: Callable[[Tensor], Any], x: Tensor) -> Any:

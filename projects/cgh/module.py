@@ -10,9 +10,14 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
 
+from common import distributed
+from common.callbacks.collapse_monitor import CollapseMonitor
+from common.checkpoint import CheckpointMixin
+from common.metrics.collapse import mean_pairwise_cosine, relation_entropy
 from common.metrics.knn import WeightedKNN
 from common.nn.ema import ema_update_, frozen_copy
 from common.nn.queue import FeatureQueue
+from common.nn.schedules import warmup_cosine
 from projects.cgh.loss import (
     combine_with_warmup,
     info_nce,
@@ -21,7 +26,7 @@ from projects.cgh.loss import (
     relational_loss,
     warmup_alpha,
 )
-from projects.cgh.model import CGHNetwork, shuffle_bn_forward
+from projects.cgh.model import CGHNetwork, shuffle_bn_forward, split_batchnorm_
 
 QUEUE_FIELD = {"g": "global", "h": "hyper"}
 
@@ -39,16 +44,7 @@ def param_groups(module: torch.nn.Module, weight_decay: float, exclude_norm_bias
     return groups
 
 
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
-    """LR factor: linear warm-up ``(step+1)/warmup_steps``, then cosine from 1 to 0 at ``total_steps``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-class CGHModule(LightningModule):
+class CGHModule(CheckpointMixin, LightningModule):
     """Cross-context (global <-> hypercolumn) relational self-supervised learning; ReSSL as a configuration.
 
     Args (defaults: CIFAR-sized ResNet-18 with the official loss settings):
@@ -63,10 +59,18 @@ class CGHModule(LightningModule):
             student context b). CGH: ``{"g2h": 0.5, "h2g": 0.5}``; ReSSL: ``{"g2g": 1.0}``.
         nce_temperature, warmup_loss_epochs: InfoNCE warm-up (official 0.2, 5 epochs; 0 disables it).
         lr, sgd_momentum, weight_decay, warmup_epochs, exclude_norm_bias_wd: SGD with linear warm-up + cosine.
-        shuffle_bn: MoCo shuffle-BN for the teacher under DDP (no effect on one device). For SyncBN instead,
-            set ``shuffle_bn: false`` and ``trainer.sync_batchnorm: true``.
+        shuffle_bn: MoCo shuffle-BN for the teacher under DDP. For SyncBN instead, set ``shuffle_bn: false`` and
+            ``trainer.sync_batchnorm: true``. On one device it shuffles the teacher's batch when ``split_bn > 1``.
+        split_bn: ghost BN in both backbones: training statistics over ``split_bn`` groups of the batch
+            (``model.SplitBatchNorm2d``), the official single-GPU simulation of 8 GPUs. With the teacher's batch
+            shuffled, student and teacher normalise different groups of images, so neither can match the other
+            through batch statistics (the leak shuffle-BN removes). 1 = plain BN.
         num_classes, knn_k, knn_temperature, knn_feature: final kNN (``test``) on ``backbone`` (pooled, L2)
             or ``projection`` (global head output) features.
+        collapse_every_n_epochs: period of the collapse monitor (``common.callbacks.collapse_monitor``) that
+            every run attaches (0 turns it off). Each step also logs the entropy of the teacher's and the
+            student's relation distributions (``train/rel_entropy_{teacher,student}_<c>``, as a fraction of
+            ``log K``) and the mean cosine between queue rows (``train/queue_cos_<c>``).
     """
 
     def __init__(
@@ -94,10 +98,12 @@ class CGHModule(LightningModule):
         warmup_epochs: float = 5,
         exclude_norm_bias_wd: bool = True,
         shuffle_bn: bool = True,
+        split_bn: int = 1,
         num_classes: int = 10,
         knn_k: int = 20,
         knn_temperature: float = 0.07,
         knn_feature: str = "backbone",
+        collapse_every_n_epochs: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -123,6 +129,8 @@ class CGHModule(LightningModule):
             hyper_dim,
             mlp_hidden,
         )
+        if split_bn > 1:
+            split_batchnorm_(self.student.backbone, split_bn)
         self.teacher = frozen_copy(self.student)
         dims = {QUEUE_FIELD[c]: (global_dim if c == "g" else hyper_dim) for c in self.contexts}
         self.queue = FeatureQueue(queue_size, dims)
@@ -140,6 +148,11 @@ class CGHModule(LightningModule):
         """Teacher embeddings of the weak view (shuffle-BN across ranks when enabled); no gradient."""
         use_h = "h" in self.contexts
         with torch.no_grad():
+            if self.hparams.shuffle_bn and not distributed.is_distributed() and self.hparams.split_bn > 1:
+                perm = torch.randperm(x.shape[0], device=x.device)  # one device: shuffle within the batch
+                out = self.teacher(x[perm], hyper=use_h)
+                inv = torch.argsort(perm)
+                return {k: v[inv] for k, v in out.items()}
             if self.hparams.shuffle_bn:
                 return shuffle_bn_forward(lambda v: self.teacher(v, hyper=use_h), x)
             return self.teacher(x, hyper=use_h)
@@ -186,6 +199,7 @@ class CGHModule(LightningModule):
             local_logits = [relation_logits(self.student(v, hyper=False)["g"], queues["g"]) for v in local]
         rel, parts = relational_loss(s_logits, t_logits, self.loss_terms, self.tau_s, self.tau_t, local_logits)
         logs = {f"loss_{k}": v.detach() for k, v in parts.items()}
+        logs.update(self.relation_stats(s_logits, t_logits, queues))
         nce = []
         if alpha < 1.0:
             for c in self.contexts:
@@ -196,6 +210,44 @@ class CGHModule(LightningModule):
         logs["loss"] = loss.detach()
         logs["alpha"] = torch.tensor(alpha)
         return loss, logs
+
+    @torch.no_grad()
+    def relation_stats(
+        self, s_logits: dict[str, Tensor], t_logits: dict[str, Tensor], queues: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """Collapse signals of one step: relation entropies as a fraction of ``log K`` (1 = uniform: the
+        target carries no information) and the mean cosine between (up to 256) queue rows."""
+        log_k = math.log(self.hparams.queue_size)
+        out = {}
+        for c in self.contexts:
+            out[f"rel_entropy_teacher_{c}"] = relation_entropy(t_logits[c], self.tau_t[c]) / log_k
+            out[f"rel_entropy_student_{c}"] = relation_entropy(s_logits[c], self.tau_s[c]) / log_k
+            q = queues[c]
+            out[f"queue_cos_{c}"] = mean_pairwise_cosine(q[torch.linspace(0, len(q) - 1, min(256, len(q))).long()])
+        return out
+
+    @torch.no_grad()
+    def collapse_embeddings(self, x: Tensor) -> dict[str, Tensor]:
+        """Embeddings watched by the collapse monitor: pooled backbone features and the student's and
+        teacher's head outputs (``student_g``, ``teacher_g``, and ``*_h`` with a hypercolumn head)."""
+        use_h = "h" in self.contexts
+        zs = self.student(x, hyper=use_h, with_pool=True)
+        zt = self.teacher(x, hyper=use_h)
+        out = {"backbone": zs["pool"]}
+        for c in self.contexts:
+            out[f"student_{c}"] = zs[c]
+            out[f"teacher_{c}"] = zt[c]
+        return out
+
+    def collapse_queues(self) -> dict[str, Tensor]:
+        """The filled rows of each queue (``queue_g``, ``queue_h``), for the collapse monitor."""
+        n = self.queue.num_filled
+        return {f"queue_{c}": self.queue.features(QUEUE_FIELD[c])[:n] for c in self.contexts}
+
+    def configure_callbacks(self):
+        if self.hparams.collapse_every_n_epochs <= 0:
+            return []
+        return [CollapseMonitor(every_n_epochs=self.hparams.collapse_every_n_epochs)]
 
     # ------------------------------------------------------------------------------- lightning
     def training_step(self, batch: Sequence, batch_idx: int) -> Tensor:
@@ -230,5 +282,5 @@ class CGHModule(LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         warm = int(round(h.warmup_epochs * per_epoch))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warm))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warm, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from common.nn.schedules import warmup_cosine
 from projects.cgh.model import CGHNetwork, HypercolumnHead
-from projects.cgh.module import CGHModule, param_groups, warmup_cosine
+from projects.cgh.module import CGHModule, param_groups
 
 SMALL = dict(in_channels=1, width=8, global_dim=16, hyper_dim=12, mlp_hidden=32, queue_size=40, momentum=0.9)
 
@@ -133,9 +134,28 @@ def test_ressl_configuration_has_no_hypercolumn_branch():
     m = CGHModule(**SMALL, loss_terms={"g2g": 1.0}, hyper_layers=())
     assert m.student.hyper_head is None and m.contexts == ("g",)
     loss, logs = m.step(_batch(), alpha=1.0)
-    assert set(logs) == {"loss_g2g", "loss", "alpha"}
+    signals = {"rel_entropy_teacher_g", "rel_entropy_student_g", "queue_cos_g"}  # collapse signals of every step
+    assert set(logs) == {"loss_g2g", "loss", "alpha"} | signals
     with pytest.raises(ValueError, match="hyper_layers is empty"):
         CGHModule(**SMALL, loss_terms={"g2h": 1.0}, hyper_layers=())
+
+
+def test_step_logs_relation_entropies_and_queue_similarity_by_hand():
+    torch.manual_seed(0)
+    m = CGHModule(**SMALL, loss_terms={"g2g": 1.0}, hyper_layers=())
+    (weak, strong), _, _ = _batch()
+    queue = m.queue.features("global").clone()
+    with torch.no_grad():
+        zt, zs = m.teacher(weak, hyper=False)["g"], m.student(strong, hyper=False)["g"]
+    _, logs = m.step(([weak, strong], None, None), alpha=1.0)
+    log_k = torch.log(torch.tensor(float(SMALL["queue_size"])))
+    for name, z, tau in (("teacher", zt, 0.04), ("student", zs, 0.1)):
+        p = torch.softmax(z @ queue.T / tau, dim=1)
+        entropy = -(p * p.log()).sum(1).mean() / log_k
+        assert logs[f"rel_entropy_{name}_g"] == pytest.approx(entropy.item(), rel=1e-4)
+    u = F.normalize(queue, dim=1)
+    cos = (u @ u.T).fill_diagonal_(0).sum() / (len(u) * (len(u) - 1))  # all 40 rows (fewer than 256)
+    assert logs["queue_cos_g"] == pytest.approx(cos.item(), abs=1e-5)
 
 
 def test_multicrop_local_views_train_the_global_branch():
@@ -154,8 +174,6 @@ def test_optimizer_groups_and_schedule():
     assert all(p.ndim <= 1 for p in groups[1]["params"]) and groups[1]["weight_decay"] == 0.0
     bn = m.student.backbone.bn1
     assert any(p is bn.weight for p in groups[1]["params"])
-    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
-    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
-    assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
-    assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
-    assert warmup_cosine(100, 100, 10) == pytest.approx(0.0)
+    # the module's LambdaLR is common.nn.schedules.warmup_cosine(step, warm-up steps, total steps)
+    assert warmup_cosine(0, 10, 100) == 0.0
+    assert warmup_cosine(10, 10, 100) == pytest.approx(1.0)

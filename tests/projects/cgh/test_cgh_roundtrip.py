@@ -26,6 +26,11 @@ def test_fit_then_knn_and_linear_probe_from_checkpoint():
     monitor_acc = float(fit.trainer.callback_metrics["knn/top1"])
     assert 0.0 <= monitor_acc <= 1.0
     assert int(fit.model.queue.ptr) == (2 * 16) % 64  # two steps of 16 teacher features enqueued
+    # every run attaches the collapse monitor and logs the per-step relation signals
+    metrics = fit.trainer.callback_metrics
+    for name in ("backbone", "student_g", "teacher_h", "queue_g", "queue_h"):
+        assert 1.0 <= float(metrics[f"collapse/{name}/erank"]) and f"collapse/{name}/mean_cos" in metrics
+    assert 0.0 < float(metrics["train/rel_entropy_teacher_g"]) <= 1.0 and "train/queue_cos_h" in metrics
 
     # a reloaded module keeps queue and teacher (training state is in buffers/modules)
     reloaded = CGHModule.load_from_checkpoint(ckpt)
