@@ -96,7 +96,7 @@ demo-stylegan2: $(VENV)/.installed ## StyleGAN2: shipped face-world generator's 
 bench-stylegan2: $(VENV)/.installed ## StyleGAN2 training iteration (D, G, R1, path length) 256 px cm1 b4 CPU: ours vs rosinality's CPU ops
 	$(PY) benchmarks/stylegan2_train.py
 
-demo-hyperreenact: $(VENV)/.installed ## HyperReenact fit+eval+video at 32 px, tiny RANDOM networks (~2 min CPU)
+demo-hyperreenact: $(VENV)/.installed ## HyperReenact in the face world: shipped model fine-tuned, scored, grids + driving video
 	$(PY) -m projects.hyperreenact.demo
 
 bench-hyperreenact: $(VENV)/.installed ## HyperReenact reenacted frames/s at 256 px, random full-size weights (GPU when present)
@@ -104,6 +104,11 @@ bench-hyperreenact: $(VENV)/.installed ## HyperReenact reenacted frames/s at 256
 
 reproduce-hyperreenact: $(VENV)/.installed ## Released weights on VoxCeleb1 test frames vs the paper (lists what is missing)
 	$(PY) -m projects.hyperreenact.reproduce
+
+.PHONY: faceworld-benchmark
+FACEWORLD_BENCHMARK_ARGS ?=
+faceworld-benchmark: $(VENV)/.installed ## StyleMask and HyperReenact on held-out face-world identities, side by side
+	$(PY) benchmarks/faceworld_reenactment.py --run $(FACEWORLD_BENCHMARK_ARGS)
 
 demo-stylemask: $(VENV)/.installed ## StyleMask fit+validate+reenact image and video at 32 px, tiny RANDOM networks (~2 min CPU)
 	$(PY) -m projects.stylemask.demo

@@ -24,6 +24,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from projects.hyperreenact.faceworld import FaceWorldEvaluationPairs, FaceWorldTrainingPairs
 from projects.hyperreenact.frames import DrivingFrames, default_box, default_lm5
 from projects.hyperreenact.model import build_tiny_generator, mean_latent
 
@@ -170,7 +171,7 @@ class EpochSampler(torch.utils.data.Sampler[int]):
     resumed run draws the same orders and pairs as an uninterrupted one.
     """
 
-    def __init__(self, dataset: ReenactmentPairs, seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(self, dataset: Dataset, seed: int = 0, shuffle: bool = True) -> None:
         self.dataset, self.seed, self.shuffle, self.epoch = dataset, seed, shuffle, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -289,6 +290,9 @@ class VoxCelebDataModule(LightningDataModule):
 
     ``synthetic=True`` first renders a small folder in the same format with the tiny generator that
     :func:`projects.hyperreenact.model.build_tiny_generator` builds from ``synthetic_seed`` (demo and tests).
+    ``source="faceworld"`` renders the pairs instead (no folder): ``faceworld_train_pairs`` training items per
+    epoch from train-split identities (:class:`~projects.hyperreenact.faceworld.FaceWorldTrainingPairs`), and
+    ``faceworld_val_pairs`` self-reenactment pairs of validation-split identities for validation and test.
     """
 
     def __init__(
@@ -313,14 +317,19 @@ class VoxCelebDataModule(LightningDataModule):
         predict_crop: str = "detect",
         predict_output: str | None = None,
         predict_fps: float | None = None,
+        source: str = "folder",
+        faceworld_train_pairs: int = 4096,
+        faceworld_val_pairs: int = 64,
     ) -> None:
         super().__init__()
+        if source not in ("folder", "faceworld"):
+            raise ValueError(f"data source must be 'folder' or 'faceworld', got {source!r}")
         self.save_hyperparameters()
-        self.train_set: ReenactmentPairs | None = None
+        self.train_set: ReenactmentPairs | FaceWorldTrainingPairs | None = None
 
     def prepare_data(self) -> None:
         hp = self.hparams
-        if hp.synthetic and not (Path(hp.root) / "train").is_dir():
+        if hp.source == "folder" and hp.synthetic and not (Path(hp.root) / "train").is_dir():
             gen = build_tiny_generator(**(hp.tiny_generator or {}))
             write_synthetic_vox(
                 hp.root,
@@ -336,6 +345,12 @@ class VoxCelebDataModule(LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
+        if hp.source == "faceworld":
+            if stage in (None, "fit"):
+                self.train_set = FaceWorldTrainingPairs(hp.faceworld_train_pairs, hp.image_size, hp.seed)
+            if stage in (None, "fit", "validate", "test"):
+                self.eval_set = FaceWorldEvaluationPairs("val", hp.image_size, hp.faceworld_val_pairs, "self", hp.seed)
+            return
         if stage in (None, "fit"):
             self.train_set = ReenactmentPairs(hp.root, "train", hp.image_size, hp.seed)
         if stage in (None, "fit", "validate", "test"):

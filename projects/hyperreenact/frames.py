@@ -5,8 +5,8 @@ predict-time dataset, and the fixed landmarks and box of already-aligned frames.
 This module imports nothing from the rest of the project, and every project import is at module level, so the
 imports run one way (a test checks it)::
 
-    frames, hypernet, loss, pretrained  <-  model  <-  data, module  <-  main, inference  <-  evaluate
-    <-  demo, reproduce;  preprocess <- frames, pretrained
+    frames, hypernet, loss, pretrained  <-  model  <-  faceworld  <-  data, module  <-  main, inference, export
+    <-  evaluate  <-  demo, reproduce;  preprocess <- frames, pretrained
 """
 
 from __future__ import annotations

@@ -92,13 +92,14 @@ def reenact(
 
     ``net`` is a :class:`~projects.hyperreenact.model.HyperReenactor` with an inverter. ``progress(done, total)``
     is called after each batch of frames. A driving frame without a face raises ``NoFaceError`` naming it.
+    ``crop="landmarks"`` is the face world's (frames already aligned, landmarks from ``net.landmarker``).
     """
     from common.data.video import write_video
     from common.face.detect import load_rgb
 
     net = net.to(device).eval()
     size = net.generator.size
-    cropper = FaceCropper(size, crop, device=str(device))
+    cropper = FaceCropper(size, crop, device=str(device), landmarker=getattr(net, "landmarker", None))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     src = cropper(load_rgb(source), str(source))
@@ -154,7 +155,8 @@ def reenact(
 
 
 def build_net(checkpoint: str | None = None, hypernet: str | None = None, map_location: str = "cpu") -> torch.nn.Module:
-    """The network from a training checkpoint, or the released weights (registry paths) + ``hypernetwork.pt``."""
+    """The network from a training checkpoint (or the shipped face-world file), or the released weights (registry
+    paths) + ``hypernetwork.pt``."""
     if checkpoint is not None:
         return load_module(checkpoint, map_location).net
     from common.weights import resolve

@@ -31,17 +31,32 @@ class AppearanceEncoder(nn.Module):
 
     ``net`` has ``features(x)`` (body output) and ``output_layer`` (as ``common.face.irse.Backbone``); images are
     [-1, 1], landmarks in pixels of the input. One pass gives both outputs (the official ``ArcFaceEncoder``).
+    ``align="five_point"`` is the official alignment (the landmarks' similarity transform onto the template, at
+    ``align_size``); ``align="net"`` uses the network's own ``crop(images)`` instead (the face-world identity
+    expert's fixed pSp crop, on which it was trained), and the landmarks are not used.
     """
 
-    def __init__(self, net: nn.Module, align_size: int = 112, template: str = "hyperreenact") -> None:
+    ALIGNS = ("five_point", "net")
+
+    def __init__(
+        self, net: nn.Module, align_size: int = 112, template: str = "hyperreenact", align: str = "five_point"
+    ) -> None:
         super().__init__()
+        if align not in self.ALIGNS:
+            raise ValueError(f"align must be one of {self.ALIGNS}, got {align!r}")
+        if align == "net" and not callable(getattr(net, "crop", None)):
+            raise ValueError(f"align='net' needs a network with a crop(images) method, got {type(net).__name__}")
         self.net = net
         self.align_size = align_size
         self.template = template  # HyperReenact's csim.py uses a wider template than ArcFace's
+        self.align = align
 
     def forward(self, images: Tensor, lm5: Tensor) -> tuple[Tensor, Tensor]:
         """images [B, 3, H, W] in [-1, 1], lm5 [B, 5, 2] -> (embedding [B, D], map [B, C, 7, 7])."""
-        x = arcface_align(images, lm5, self.align_size, template=self.template)
+        if self.align == "net":
+            x = self.net.crop(images)
+        else:
+            x = arcface_align(images, lm5, self.align_size, template=self.template)
         fmap = self.net.features(x)
         return F.normalize(self.net.output_layer(fmap), dim=1), fmap
 
@@ -54,16 +69,30 @@ class PoseEncoder(nn.Module):
 
     ``net`` has ``features(x [B,3,S,S] in [0,1]) -> map`` and ``params_from_features(map) -> dict`` (shape, exp,
     pose, cam, ...); images are [-1, 1] and boxes (left, top, right, bottom) in pixels of the input.
+    ``box_rule="detector"``: the boxes are face-detector boxes, cropped by DECA's detector rule (the official
+    inference); ``"landmarks"``: the boxes are the extents of 68 landmarks, cropped by DECA's landmark rule (side
+    x1.1, no shift: how the face-world attribute expert was trained).
     """
 
-    def __init__(self, net: nn.Module, crop_size: int = 224, kornia_compat: bool = True) -> None:
+    BOX_RULES = ("detector", "landmarks")
+
+    def __init__(
+        self, net: nn.Module, crop_size: int = 224, kornia_compat: bool = True, box_rule: str = "detector"
+    ) -> None:
         super().__init__()
+        if box_rule not in self.BOX_RULES:
+            raise ValueError(f"box_rule must be one of {self.BOX_RULES}, got {box_rule!r}")
         self.net = net
         self.crop_size = crop_size
         self.kornia_compat = kornia_compat  # the official crop samples as kornia 0.4's warp_affine
+        self.box_rule = box_rule
 
     def forward(self, images: Tensor, boxes: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        x = deca_crop((images.clamp(-1, 1) + 1) / 2, boxes=boxes, size=self.crop_size, kornia_compat=self.kornia_compat)
+        x01 = (images.clamp(-1, 1) + 1) / 2
+        if self.box_rule == "landmarks":  # the crop of a landmark set depends only on its extent: the two corners
+            x = deca_crop(x01, landmarks=boxes.reshape(-1, 2, 2), size=self.crop_size, kornia_compat=self.kornia_compat)
+        else:
+            x = deca_crop(x01, boxes=boxes, size=self.crop_size, kornia_compat=self.kornia_compat)
         fmap = self.net.features(x)
         return self.net.params_from_features(fmap), fmap
 
@@ -189,6 +218,8 @@ class HyperReenactor(nn.Module):
         truncation: psi toward ``trunc_latent`` (0.7 officially; 1 disables).
         trunc_latent: [1, style_dim] mean latent (stored as a buffer, so checkpoints keep it; the official code
             draws a new random one every run).
+        landmarker: optional frozen ``images [B,3,H,W] -> 68 landmarks [B,68,2]`` (pixels) of the same domain
+            (the face world's attribute-expert estimate); the evaluation's landmark error uses it.
     """
 
     def __init__(
@@ -200,6 +231,7 @@ class HyperReenactor(nn.Module):
         inverter: nn.Module | None = None,
         truncation: float = 0.7,
         trunc_latent: Tensor | None = None,
+        landmarker: nn.Module | None = None,
     ) -> None:
         super().__init__()
         shapes = generator.conv_weight_shapes()
@@ -212,6 +244,7 @@ class HyperReenactor(nn.Module):
         self.app_encoder = app_encoder
         self.pose_encoder = pose_encoder
         self.inverter = inverter
+        self.landmarker = landmarker
         self.truncation = float(truncation)
         if trunc_latent is None:
             trunc_latent = torch.zeros(1, generator.style_dim)
@@ -222,6 +255,8 @@ class HyperReenactor(nn.Module):
         mods = {"generator": self.generator, "app_encoder": self.app_encoder, "pose_encoder": self.pose_encoder}
         if self.inverter is not None:
             mods["inverter"] = self.inverter
+        if self.landmarker is not None:
+            mods["landmarker"] = self.landmarker
         return mods
 
     def invert(self, source: Tensor) -> Tensor:
@@ -233,11 +268,20 @@ class HyperReenactor(nn.Module):
     def render(self, wplus: Tensor, f_pose: Tensor, f_app: Tensor) -> tuple[Tensor, list[Tensor | None]]:
         """Image [B, 3, S, S] from the source code and the two feature maps, with the official-indexed offsets."""
         deltas = self.hypernet(f_pose, f_app)
-        w = wplus
-        if self.truncation != 1.0:
-            w = self.trunc_latent.unsqueeze(1) + self.truncation * (wplus - self.trunc_latent.unsqueeze(1))
-        image = self.generator.synthesis(w, noise="const", weight_deltas=deltas_for_generator(deltas))
+        image = self.generator.synthesis(
+            self.truncate(wplus), noise="const", weight_deltas=deltas_for_generator(deltas)
+        )
         return image, deltas
+
+    def truncate(self, wplus: Tensor) -> Tensor:
+        """The code the generator reads: ``trunc + psi * (w - trunc)`` on every W+ row (identity when psi = 1)."""
+        if self.truncation == 1.0:
+            return wplus
+        return self.trunc_latent.unsqueeze(1) + self.truncation * (wplus - self.trunc_latent.unsqueeze(1))
+
+    def render_plain(self, wplus: Tensor) -> Tensor:
+        """The generator's image of the (truncated) code without offsets: what the inversion alone gives."""
+        return self.generator.synthesis(self.truncate(wplus), noise="const")
 
     def forward(
         self,

@@ -14,8 +14,11 @@ from lightning.pytorch.callbacks import Callback
 from PIL import Image
 from torch import Tensor, nn
 
+from common.checkpoint import CheckpointMixin
 from common.face.losses import flame_shape_terms, identity_loss
 from projects.hyperreenact import pretrained
+from projects.hyperreenact.faceworld import ENCODER_KINDS as FACEWORLD_KINDS
+from projects.hyperreenact.faceworld import build_faceworld_parts, is_shipped_file, read_shipped
 from projects.hyperreenact.frames import to_uint8
 from projects.hyperreenact.hypernet import HypernetworkBlocks, load_released_hypernet, official_layer_table
 from projects.hyperreenact.loss import lpips_loss, pixel_l1, weighted_total
@@ -88,13 +91,34 @@ def build_pretrained_parts(
     return parts
 
 
-class HyperReenactModule(LightningModule):
+def load_hypernet_file(hypernet: HypernetworkBlocks, path: str | os.PathLike) -> HypernetworkBlocks:
+    """Initialise ``hypernet`` from the released ``hypernetwork.pt`` or from the shipped face-world file (its
+    float16 hypernetwork, as float32), strictly."""
+    from common.face.checkpoint import load_checkpoint
+
+    if Path(path).suffix == ".pt" and Path(path).is_file() and is_shipped_file(load_checkpoint(path, "hypernetwork")):
+        state = read_shipped(path)["hypernet"]
+        try:
+            hypernet.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"{path}: does not match this hypernetwork definition: {err}") from err
+        return hypernet
+    return load_released_hypernet(hypernet, path)
+
+
+class HyperReenactModule(CheckpointMixin, LightningModule):
     """HyperReenact training and inference.
 
     Network: ``encoders="pretrained"`` loads the released VoxCeleb generator, e4e, ArcFace and DECA (and, for
-    training, FLAME and LPIPS); ``"tiny"`` builds small random stand-ins with the same interfaces (generator:
-    the real class at ``size`` px, ``channel_max`` wide). ``hypernet_path`` initialises the hypernetwork from
-    the released ``hypernetwork.pt`` (strict). Hypernetwork widths default to the official ones.
+    training, FLAME and LPIPS); ``"faceworld"`` loads the face world's shipped generator, e4e, identity and
+    attribute experts in their places (``arcface_path`` / ``deca_path`` name the identity / attribute expert
+    files; the geometry model and the perceptual distance have none), see ``faceworld.py``;
+    ``"faceworld_random"`` builds the same face-world classes with random weights (generator at ``size`` px,
+    ``style_dim``, ``channel_max``, ``channel_base``); ``"tiny"`` builds small random stand-ins with the same
+    interfaces (generator: the real class at ``size`` px, ``channel_max`` wide). ``hypernet_path`` initialises the
+    hypernetwork from the released ``hypernetwork.pt`` (strict) or the shipped face-world file. Hypernetwork
+    widths default to the official ones; ``shared_channels: null`` takes the generator's widest conv width and
+    ``z_dim: null`` the shared width (the official 512 and 512 at 256 px).
 
     Curriculum: ``inversion_steps`` steps of inversion (target = source), then ``self_steps`` of
     self-reenactment (same video), then cross-reenactment (another identity; no pixel ground truth).
@@ -102,12 +126,15 @@ class HyperReenactModule(LightningModule):
     ``1 - cos`` to the source, FLAME shape/eye/mouth against the ground-truth coefficients.
     """
 
+    plain_weights_hint = "--model.hypernet_path (or the other --model.*_path options)"
+
     def __init__(
         self,
         encoders: str = "pretrained",
         size: int = 256,
         style_dim: int = 512,
         channel_max: int = 512,
+        channel_base: int | None = None,
         tiny_seed: int = 0,
         generator_path: str | None = None,
         e4e_path: str | None = None,
@@ -119,11 +146,11 @@ class HyperReenactModule(LightningModule):
         hypernet_path: str | None = None,
         pose_channels: int = 2048,
         feature_channels: int = 512,
-        shared_channels: int = 512,
+        shared_channels: int | None = 512,
         shared_inner: int = 128,
         refine_inner: int = 256,
         head_channels: int = 512,
-        z_dim: int = 512,
+        z_dim: int | None = 512,
         shared_layers: list[int] | None = None,
         combine: str = "matmul",
         truncation: float = 0.7,
@@ -146,6 +173,25 @@ class HyperReenactModule(LightningModule):
         self.save_hyperparameters()
         if encoders == "tiny":
             parts = build_tiny_parts(size, style_dim, channel_max, feature_channels, pose_channels, tiny_seed)
+        elif encoders in FACEWORLD_KINDS:
+            if flame_path is not None or flame_landmarks_path is not None or lpips_path is not None:
+                raise ValueError(
+                    f"encoders={encoders!r}: the face world's geometry model and perceptual distance have no file; "
+                    "drop flame_path / flame_landmarks_path / lpips_path"
+                )
+            parts = build_faceworld_parts(
+                encoders,
+                generator_path,
+                e4e_path,
+                arcface_path,
+                deca_path,
+                training_parts,
+                size=size,
+                style_dim=style_dim,
+                channel_max=channel_max,
+                channel_base=channel_base,
+                seed=tiny_seed,
+            )
         elif encoders == "pretrained":
             parts = build_pretrained_parts(
                 generator_path,
@@ -158,10 +204,17 @@ class HyperReenactModule(LightningModule):
                 training_parts,
             )
         else:
-            raise ValueError(f"encoders must be 'pretrained' or 'tiny', got {encoders!r}")
+            raise ValueError(
+                f"encoders must be 'pretrained', 'tiny', 'faceworld' or 'faceworld_random', got {encoders!r}"
+            )
         gen = parts["generator"]
         if gen.size != size:
             raise ValueError(f"generator is {gen.size} px but size={size}")
+        # None: scaled from the generator as the official widths are (shared width = the widest convs, z = it)
+        if shared_channels is None:
+            shared_channels = max(max(s[0], s[1]) for s in gen.conv_weight_shapes())
+        if z_dim is None:
+            z_dim = shared_channels
         hypernet = HypernetworkBlocks(
             official_layer_table(gen.conv_weight_shapes()),
             pose_channels=pose_channels,
@@ -175,7 +228,7 @@ class HyperReenactModule(LightningModule):
             shared_layers=shared_layers,
         )
         if hypernet_path is not None:
-            load_released_hypernet(hypernet, hypernet_path)
+            load_hypernet_file(hypernet, hypernet_path)
         self.net = HyperReenactor(
             gen,
             hypernet,
@@ -184,6 +237,7 @@ class HyperReenactModule(LightningModule):
             parts.get("inverter"),
             truncation=truncation,
             trunc_latent=mean_latent(gen, mean_latent_samples, mean_latent_seed),
+            landmarker=parts.get("landmarker"),
         )
         self.flame = parts.get("flame")
         self.lpips = parts.get("lpips")
@@ -329,5 +383,15 @@ class ReenactmentWriter(Callback):
 
 
 def load_module(path: str | os.PathLike, map_location: str = "cpu") -> HyperReenactModule:
-    """A trained module from a Lightning checkpoint (hyperparameters and all weights from the file)."""
+    """A trained module from a Lightning checkpoint (hyperparameters and all weights from the file), or from the
+    shipped face-world file (``faceworld.export_hypernet``: hyperparameters, mean latent and the float16
+    hypernetwork; the frozen networks come from their registry files)."""
+    from common.face.checkpoint import load_checkpoint
+
+    p = Path(path)
+    if p.suffix == ".pt" and p.is_file() and is_shipped_file(load_checkpoint(p, "HyperReenact checkpoint")):
+        ckpt = read_shipped(p)
+        module = HyperReenactModule(**{**ckpt["hparams"], "hypernet_path": str(p)})
+        module.net.trunc_latent.copy_(ckpt["trunc_latent"].reshape(module.net.trunc_latent.shape))
+        return module.to(map_location).eval()
     return HyperReenactModule.load_from_checkpoint(path, map_location=map_location)

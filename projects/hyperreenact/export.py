@@ -1,0 +1,35 @@
+"""Export a face-world training checkpoint as the shipped file (float16 hypernetwork + hyperparameters)::
+
+    python -m projects.hyperreenact.export --checkpoint runs/hyperreenact/faceworld/version_0/checkpoints/last.ckpt \\
+        --out pretrained/faceworld/faceworld_hyperreenact.pt
+
+The frozen networks (generator, e4e, experts) are not copied: they are the registry's own shipped files.
+``projects.hyperreenact.module.load_module`` (and so ``inference.build_net``) reads the file back.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from common.weights import sha256sum
+from projects.hyperreenact.faceworld import export_hypernet
+from projects.hyperreenact.module import load_module
+
+
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description="Export a face-world HyperReenact checkpoint as the shipped file")
+    p.add_argument("--checkpoint", required=True, help="a face-world training checkpoint (last.ckpt)")
+    p.add_argument("--out", default="pretrained/faceworld/faceworld_hyperreenact.pt")
+    a = p.parse_args(argv)
+    module = load_module(a.checkpoint)
+    out = export_hypernet(module, a.out)
+    n = sum(v.numel() for v in module.net.hypernet.state_dict().values())
+    print(
+        f"[hyperreenact] {n} hypernetwork values -> {out} ({out.stat().st_size / 1e6:.2f} MB, sha256 {sha256sum(out)})"
+    )
+    return out
+
+
+if __name__ == "__main__":
+    main()
