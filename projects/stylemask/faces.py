@@ -300,7 +300,8 @@ def _faceworld_analyzer(
 
     if flame_path is not None or landmark_embedding_path is not None:
         raise ValueError(
-            f"face_models={kind!r}: the face world's geometry model has no file; drop flame_path/landmark_embedding_path"
+            f"face_models={kind!r}: the face world's geometry model has no file; "
+            "drop flame_path / landmark_embedding_path"
         )
     if box != "fixed":
         raise ValueError(f"face_models={kind!r} takes deca_box 'fixed' (the face-world box), got {box!r}")

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
+from common.checkpoint import CheckpointMixin
 from projects.stylemask.faces import TinyInverter, build_face_analyzer
 from projects.stylemask.loss import cosine_similarity, lpips_term, reenactment_loss
 from projects.stylemask.metrics import (
@@ -52,22 +53,24 @@ def _resolve(name: str, path: str | None) -> Path:
     return resolve(name, path)
 
 
-class StyleMaskModule(LightningModule):
+class StyleMaskModule(CheckpointMixin, LightningModule):
     """StyleMask (Bounareli et al., FG 2023). Hyperparameters default to the official FFHQ-1024 training.
 
     Generator: ``generator_path`` (rosinality ``.pt``; None = the registry's ``generator_name`` location:
     ``stylegan2_ffhq_config_f``, or ``faceworld_generator`` for the face world) or ``random_generator=True`` with
-    ``image_size``/``style_dim``/``n_mlp``/``channel_multiplier``/``channel_max`` (tiny runs). Face networks:
-    ``face_models="real"`` (ArcFace, DECA, FLAME files), ``"faceworld"`` (the face world's identity and attribute
-    experts and its geometry model, through the same losses and metrics; ``arcface_path``/``deca_path`` then name
-    the expert files; LPIPS becomes ``FaceWorldPerceptual``; expression ranges come from the world's samplers),
-    ``"faceworld_random"`` (the same classes, random weights), ``"tiny"`` (random stand-ins) or ``"none"``
-    (inference only: reenacting needs only the generator, e4e and the masks).
+    ``image_size``/``style_dim``/``n_mlp``/``channel_multiplier``/``channel_max``/``channel_base`` (tiny runs).
+    Face networks: ``face_models="real"`` (ArcFace, DECA, FLAME files), ``"faceworld"`` (the face world's identity
+    and attribute experts and its geometry model, through the same losses and metrics; ``arcface_path`` /
+    ``deca_path`` then name the expert files; LPIPS becomes ``FaceWorldPerceptual``; expression ranges come from
+    the world's samplers), ``"faceworld_random"`` (the same classes, random weights), ``"tiny"`` (random stand-ins)
+    or ``"none"`` (inference only: reenacting needs only the generator, e4e and the masks).
     Inverter for real images: ``inverter="e4e"`` (``e4e_path``, else the registry's ``e4e_name``:
     ``e4e_ffhq_encode`` or ``faceworld_e4e``), ``"tiny"`` or ``"none"``.
     ``mask_net_path`` starts from an official-format mask-network file (e.g. the released one).
     ``per_image_analysis`` runs DECA and ArcFace one image at a time as the official code (benchmarks only).
     """
+
+    plain_weights_hint = "--model.mask_net_path (or the other --model.*_path options)"
 
     def __init__(
         self,
@@ -76,6 +79,7 @@ class StyleMaskModule(LightningModule):
         n_mlp: int = 8,
         channel_multiplier: int = 2,
         channel_max: int = 512,
+        channel_base: int | None = None,
         generator_path: str | None = None,
         generator_name: str = "stylegan2_ffhq_config_f",
         random_generator: bool = False,
@@ -158,7 +162,14 @@ class StyleMaskModule(LightningModule):
 
         h = self.hparams
         if h.random_generator:
-            return Generator(h.image_size, h.style_dim, h.n_mlp, h.channel_multiplier, channel_max=h.channel_max)
+            return Generator(
+                h.image_size,
+                h.style_dim,
+                h.n_mlp,
+                h.channel_multiplier,
+                channel_max=h.channel_max,
+                channel_base=h.channel_base,
+            )
         from common.stylegan2.checkpoints import load_generator
 
         g = load_generator(_resolve(h.generator_name, h.generator_path))
@@ -225,6 +236,7 @@ class StyleMaskModule(LightningModule):
         return self
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)  # CheckpointMixin: records the module class
         sd = checkpoint.get("state_dict", {})
         for key in [k for k in sd if any(k.startswith(p) for p in self._file_backed)]:
             del sd[key]

@@ -318,3 +318,140 @@ def test_fit_export_load_and_fine_tune_from_the_export(tmp_path):
     assert all(torch.equal(again.state_dict()[k], v) for k, v in masks.items())
     fresh = StyleMaskModule(**_kwargs(trained.hparams))
     assert not all(torch.equal(fresh.state_dict()[k], v) for k, v in masks.items())
+
+
+def test_demo_and_faceworld_configs_agree():
+    import yaml
+
+    cfg = Path("projects/stylemask/configs")
+    demo, full = (yaml.safe_load((cfg / n).read_text()) for n in ("demo.yaml", "faceworld.yaml"))
+    assert demo["model"] == full["model"]  # the demo is the face-world run, on a short schedule
+    differ = ("steps_per_epoch", "num_val_pairs")
+    assert {k: v for k, v in demo["data"].items() if k not in differ} == {
+        k: v for k, v in full["data"].items() if k not in differ
+    }
+
+
+def test_demo_writes_grids_and_a_driving_video(tmp_path):
+    from PIL import Image
+
+    from common.cli import cli_main
+    from common.data.video import video_info
+    from projects.stylemask.data import StyleMaskDataModule
+    from projects.stylemask.demo import write_grids, write_video
+
+    cli = cli_main(StyleMaskModule, StyleMaskDataModule, project="stylemask", args=["--config", FW_TINY], run=False)
+    m = cli.model.eval()
+    grids = write_grids(m, tmp_path, num_pairs=2, scale=2)
+    assert [g.name for g in grids] == ["self.png", "cross.png"]
+    w, h = Image.open(grids[1]).size  # 2 rows of source | driver | output | truth, 64 px panels, 2 px padding
+    assert (w, h) == (4 * 64 + 5 * 2, 2 * 64 + 3 * 2)
+    n = write_video(m, tmp_path / "drive.mp4", num_frames=7, scale=2, chunk=3)
+    frames, fps, size = video_info(tmp_path / "drive.mp4")
+    assert n == frames == 7 and fps == pytest.approx(25.0) and size == (64, 4 * 64)  # (H, W)
+
+
+def _fake_shipped(monkeypatch, tmp_path: Path, names: tuple[str, ...]) -> Path:
+    """An empty repository ``pretrained/`` (and ``$PAPERLAB_WEIGHTS``, see conftest) holding only ``names``."""
+    import common.weights as weights
+
+    shipped = tmp_path / "repo_pretrained"
+    (shipped / "faceworld").mkdir(parents=True)
+    monkeypatch.setattr(weights, "SHIPPED_DIR", shipped)
+    for name in names:
+        (shipped / "faceworld" / f"{name}.pt").write_bytes(b"present")
+    return shipped / "faceworld"
+
+
+def test_demo_stops_naming_every_missing_shipped_file_and_its_rebuild_command(tmp_path, monkeypatch):
+    import common.weights as weights
+    from projects.stylemask import demo
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the demo built something although shipped files are missing")
+
+    monkeypatch.setattr(demo, "fine_tune", must_not_run)
+    folder = _fake_shipped(monkeypatch, tmp_path, ("faceworld_identity",))
+    absent = ("faceworld_generator", "faceworld_e4e", "faceworld_attributes", "faceworld_stylemask")
+    with pytest.raises(weights.MissingWeightsError) as err:
+        demo.main([])
+    msg = str(err.value)
+    assert "4 shipped face-world file(s) missing" in msg
+    for name in absent:
+        rebuild = weights.REGISTRY[name].rebuild
+        assert rebuild and f"{name}:" in msg and str(folder / f"{name}.pt") in msg and f"rebuild: {rebuild}" in msg
+    assert "faceworld_identity:" not in msg  # present
+    # --from-scratch does not need the trained masks
+    with pytest.raises(weights.MissingWeightsError) as err:
+        demo.main(["--from-scratch"])
+    assert "3 shipped face-world file(s)" in str(err.value) and "faceworld_stylemask:" not in str(err.value)
+    # all present: the files the module is given
+    for name in absent:
+        (folder / f"{name}.pt").write_bytes(b"present")
+    files = demo.check_shipped()
+    assert files == {name: folder / f"{name}.pt" for name in (*demo.FROZEN, demo.SHIPPED)}
+
+
+def test_demo_end_to_end_from_shipped_files(tmp_path, monkeypatch, capsys):
+    """``make demo-stylemask``'s whole path on tiny shipped files: the checked files reach the module (no real
+    network, no registry lookup of another file), the shipped masks are fine-tuned, scores, grids and the video."""
+    import yaml
+
+    from common.data.video import video_info
+    from projects.stylemask import demo
+    from projects.stylemask.faceworld import export_trained
+
+    folder = _fake_shipped(monkeypatch, tmp_path, ())
+    id_path, attr_path = _expert_files(folder)
+    Path(_generator_file(folder)).rename(folder / "faceworld_generator.pt")
+    (folder / "faceworld_e4e.pt").write_bytes(b"read by the stand-in loader")
+    cfg = yaml.safe_load(Path(FW_TINY).read_text())
+    cfg["trainer"].update(max_steps=2, max_epochs=-1)
+    cfg["model"].update(
+        random_generator=False,
+        generator_name="faceworld_generator",
+        face_models="faceworld",
+        inverter="e4e",
+        e4e_name="faceworld_e4e",
+        lambda_perceptual=0.0,
+    )
+    config = tmp_path / "demo_tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    _forbid_real_networks(monkeypatch)
+    e4e_loads = _fake_faceworld_e4e(monkeypatch, n_latent=8, style_dim=32)
+    # the shipped masks: an export of a module of this configuration with masks set to a known value
+    m = StyleMaskModule(
+        **{k: v for k, v in cfg["model"].items()},
+        generator_path=str(folder / "faceworld_generator.pt"),
+        arcface_path=id_path,
+        deca_path=attr_path,
+    )
+    with torch.no_grad():
+        for p in m.reenactor.mask_net.parameters():
+            p.fill_(0.01)
+    ckpt = tmp_path / "masks.ckpt"
+    torch.save({"state_dict": m.state_dict(), "hyper_parameters": dict(m.hparams), "global_step": 7}, ckpt)
+    export_trained(ckpt, folder / "faceworld_stylemask.pt")
+    monkeypatch.setattr(demo, "CONFIG", config)
+    started = {}
+    real_fine_tune = demo.fine_tune
+
+    def fine_tune(config, extra):
+        module, run, seconds = real_fine_tune(config, extra)
+        started["masks"] = [p.detach().clone() for p in module.reenactor.mask_net.parameters()]
+        return module, run, seconds
+
+    monkeypatch.setattr(demo, "fine_tune", fine_tune)
+    out = demo.main(["--pairs", "2", "--frames", "3"])
+    printed = capsys.readouterr().out
+    assert f"fine-tuned from the shipped {folder / 'faceworld_stylemask.pt'}" in printed
+    assert e4e_loads and all(p == folder / "faceworld_e4e.pt" for p in e4e_loads)
+    # fine-tuned: two Adam steps moved the shipped masks a little, not back to a fresh initialisation
+    assert all((p - 0.01).abs().max() < 0.05 for p in started["masks"])
+    assert any((p - 0.01).abs().max() > 0 for p in started["masks"])
+    assert {(r["mode"], r["method"]) for r in out["rows"]} == {
+        (mode, method) for mode in ("self", "cross") for method in FACEWORLD_METHODS
+    }
+    assert all(r["pairs"] == 2 for r in out["rows"]) and "copy_driver" in printed
+    assert [g.name for g in out["grids"]] == ["self.png", "cross.png"] and all(g.is_file() for g in out["grids"])
+    assert video_info(out["video"])[0] == 3
