@@ -11,6 +11,7 @@ Expected layouts under ``root`` (the folder named in the error when something is
 * tinyimagenet: ``tiny-imagenet-200/{wnids.txt, train/<wnid>/images/*.JPEG, val/images/*, val/val_annotations.txt}``
 * imagenet:     ``train/<class>/*.JPEG`` and ``val/<class>/*.JPEG`` (optionally restricted by ``class_list``)
 * digits:       scikit-learn's bundled 8x8 digits (no files)
+* shapes:       procedural shapes drawn on the fly (``common.data.shapes``; no files), 5,000 train / 2,000 test
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from common.data.transforms import MultiViews
+from common.errors import LineErrors
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -55,6 +57,7 @@ DATASETS: dict[str, DatasetInfo] = {
     "tinyimagenet": DatasetInfo(64, 200, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)),
     "imagenet": DatasetInfo(224, 1000, _IN_MEAN, _IN_STD),
     "digits": DatasetInfo(12, 10, (0.5,), (0.25,), in_channels=1),
+    "shapes": DatasetInfo(32, 10, (0.3975, 0.3982, 0.3984), (0.2859, 0.2843, 0.2860)),
 }
 
 
@@ -197,7 +200,7 @@ class FileDataset(Dataset):
 def missing_files(dataset: str, root: str | Path) -> list[str]:
     """Paths a dataset needs under ``root`` that do not exist (empty list: ready)."""
     root = Path(root)
-    if dataset == "digits":
+    if dataset in ("digits", "shapes"):
         return []
     if dataset in ("cifar10", "cifar100"):
         sub, train, _ = _cifar_files(dataset, "train")
@@ -240,6 +243,12 @@ def build_dataset(
         return NoisyDigits(
             split="train" if split == "train" else "test", canvas=DATASETS["digits"].image_size, transform=transform
         )
+    if dataset == "shapes":
+        from common.data.shapes import ProceduralShapes
+
+        if split not in ("train", "test"):
+            raise ValueError(f"shapes: split must be train or test, got {split!r}")
+        return ProceduralShapes(split, size=DATASETS["shapes"].image_size, transform=transform)
     if dataset in ("cifar10", "cifar100"):
         if split not in ("train", "test"):
             raise ValueError(f"{dataset}: split must be train or test, got {split!r}")
@@ -273,13 +282,19 @@ def build_dataset(
         index = {w: i for i, w in enumerate(wnids)}
         samples = []
         ann = base / "val" / "val_annotations.txt"
+        errors = LineErrors(ann, expected="'<file>\\t<wnid>...' with a wnid from wnids.txt")
         for n, line in enumerate(ann.read_text().splitlines(), 1):
+            errors.lines_seen = n
             if not line.strip():
                 continue
             cols = line.split("\t")
-            if len(cols) < 2 or cols[1] not in index:
-                raise ValueError(f"{ann}:{n}: expected '<file>\\t<wnid>...' with a wnid from wnids.txt, got {line!r}")
-            samples.append((base / "val" / "images" / cols[0], index[cols[1]]))
+            if len(cols) < 2:
+                errors.add(n, f"{len(cols)} tab-separated field(s), expected at least 2", line)
+            elif cols[1] not in index:
+                errors.add(n, f"wnid {cols[1]!r} is not in wnids.txt", line)
+            else:
+                samples.append((base / "val" / "images" / cols[0], index[cols[1]]))
+        errors.raise_if_any()
         return FileDataset(samples, transform)
     # imagenet
     folder = root / ("train" if split == "train" else "val")
@@ -412,6 +427,9 @@ class CGHDataModule(LightningDataModule):
         local_crops: multi-crop, list of ``[size, min_scale, max_scale]`` (empty: single crop).
         limit_train: use only the first N pretraining/linear training images (tests, quick runs); 0 = all.
         limit_eval: same for the kNN memory/query and linear val/test sets; 0 = all.
+        batch_views: pretraining views made per batch by ``projects.cgh.augment.BatchViews`` after the batch
+            is on the device (same recipe, about 20x faster than the per-image PIL pipeline on small images);
+            the loader then yields uint8 images. RGB datasets only.
     """
 
     def __init__(
@@ -428,14 +446,20 @@ class CGHDataModule(LightningDataModule):
         class_list: str | None = None,
         limit_train: int = 0,
         limit_eval: int = 0,
+        batch_views: bool = False,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(DATASETS)}")
         if task not in ("pretrain", "linear"):
             raise ValueError(f"task must be 'pretrain' or 'linear', got {task!r}")
+        if batch_views and DATASETS[dataset].in_channels != 3:
+            raise ValueError(
+                f"batch_views needs an RGB dataset; {dataset} has {DATASETS[dataset].in_channels} channel(s)"
+            )
         self.save_hyperparameters()
         self.info = DATASETS[dataset]
+        self._batch_views = None
         self.num_classes = self.info.num_classes
         self._train: Dataset | None = None
         self._memory: Dataset | None = None
@@ -452,7 +476,25 @@ class CGHDataModule(LightningDataModule):
         if h.task == "pretrain":
             crops = [(int(c[0]), float(c[1]), float(c[2])) for c in (h.local_crops or [])]
             split = "train+unlabeled" if h.dataset == "stl10" else "train"
-            tf = pretrain_transforms(h.dataset, h.image_size, h.blur_prob, crops)
+            if h.batch_views:
+                from projects.cgh.augment import BatchViews
+
+                size = h.image_size or self.info.image_size
+                self._batch_views = BatchViews(
+                    size,
+                    self.info.mean,
+                    self.info.std,
+                    blur_prob=h.blur_prob,
+                    blur_kernel=_blur_kernel(size),
+                    local_crops=crops,
+                )
+                tf = (
+                    T.Compose([T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
+                    if h.image_size
+                    else T.PILToTensor()
+                )
+            else:
+                tf = pretrain_transforms(h.dataset, h.image_size, h.blur_prob, crops)
             self._train = self._limit(build_dataset(h.dataset, h.root, split, tf, h.class_list), h.limit_train)
         else:
             tf = linear_train_transform(h.dataset, h.image_size)
@@ -471,6 +513,15 @@ class CGHDataModule(LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             persistent_workers=h.num_workers > 0,
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``batch_views``: a pretraining batch ``(uint8 images, labels, indices)`` becomes
+        ``([weak, strong, *local], labels, indices)`` (training only; evaluation batches pass unchanged)."""
+        trainer = getattr(self, "trainer", None)
+        if self._batch_views is not None and trainer is not None and trainer.training:
+            x, y, idx = batch
+            return self._batch_views(x), y, idx
+        return batch
 
     def knn_datasets(self) -> tuple[Dataset, Dataset]:
         """(memory = labeled train split, query = test split), both with the eval transform."""

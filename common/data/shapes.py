@@ -1,0 +1,193 @@
+"""Procedural shapes: a CPU-sized image set where the nuisances are exactly what SSL augmentations remove.
+
+Ten shape classes (:data:`CLASSES`), every image a new instance: the class fixes the outline family, and each
+instance draws its own outline parameters (star depth, ring thickness, crescent bite, arm widths, aspect
+ratio), rotation, size and position, an object colour, a two-colour background gradient and a shading
+direction. The label is the shape alone; colour, position and scale are nuisances that dominate the pixels
+(raw-pixel and random-network kNN stay low) and that the standard crop / colour-jitter / grey-scale
+augmentations of MoCo v2 and ReSSL remove, so a self-supervised encoder has something to learn.
+
+Nothing is downloaded: :func:`render_shapes` draws the images from a seeded ``torch.Generator`` with signed
+distance functions, 2x supersampled and box-filtered (about 1 s per 1,000 images of 32 px on one core). The
+same ``(split, seed, n, size)`` always gives the same uint8 images; the train and test splits use different
+random streams, so no instance is shared.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+CLASSES = ("circle", "triangle", "square", "star", "plus", "ring", "crescent", "arrow", "ell", "half_disk")
+NUM_CLASSES = len(CLASSES)
+SPLIT_SEEDS = {"train": 0, "test": 1}
+DEFAULT_SIZES = {"train": 5000, "test": 2000}
+MAX_ROTATION = 30.0  # degrees either way: the classes stay upright families (no augmentation undoes a rotation)
+
+
+def _box(px: Tensor, py: Tensor, hx: Tensor | float, hy: Tensor | float) -> Tensor:
+    """Signed distance to an axis-aligned box of half sizes (hx, hy) centred at the origin."""
+    qx, qy = px.abs() - hx, py.abs() - hy
+    outside = torch.sqrt(qx.clamp(min=0) ** 2 + qy.clamp(min=0) ** 2)
+    return outside + torch.maximum(qx, qy).clamp(max=0)
+
+
+def _regular_polygon(px: Tensor, py: Tensor, n: int, radius: float) -> Tensor:
+    """Approximate signed distance (exact along the edge normals) to a regular n-gon with one vertex up."""
+    apothem = radius * math.cos(math.pi / n)
+    d = None
+    for i in range(n):
+        a = math.pi / 2 + math.pi / n + 2 * math.pi * i / n  # edge normal directions
+        e = px * math.cos(a) + py * math.sin(a) - apothem
+        d = e if d is None else torch.maximum(d, e)
+    return d
+
+
+def _sdf(cls: int, px: Tensor, py: Tensor, p: Tensor) -> Tensor:
+    """Signed distance (object units, outline of size about 1) of class ``cls``; ``p [N, 1, 1]`` its own
+    per-instance outline parameter in [0, 1]."""
+    r = torch.sqrt(px**2 + py**2)
+    name = CLASSES[cls]
+    if name == "circle":
+        return r - 0.95
+    if name == "triangle":
+        return _regular_polygon(px, py, 3, 1.2)
+    if name == "square":
+        return _box(px, py, 0.8, 0.8)
+    if name == "star":  # five points; inner radius 0.38-0.55 of the outer one
+        inner = 0.38 + 0.17 * p
+        theta = torch.atan2(px, py)  # 0 at the top point
+        sector = 2 * math.pi / 5
+        t = ((theta % sector) / sector - 0.5).abs() * 2  # 1 at a point, 0 between two points
+        boundary = inner * 1.15 + (1.15 - inner * 1.15) * t
+        return (r - boundary) * 0.6
+    if name == "plus":  # arm half-width 0.22-0.36
+        w = 0.22 + 0.14 * p
+        return torch.minimum(_box(px, py, 1.0, w), _box(px, py, w, 1.0))
+    if name == "ring":  # thickness 0.28-0.45 of the radius
+        t = 0.28 + 0.17 * p
+        return (r - (1.0 - t / 2)).abs() - t / 2
+    if name == "crescent":  # bite offset 0.35-0.6
+        off = 0.35 + 0.25 * p
+        bite = torch.sqrt((px - off) ** 2 + (py - 0.1) ** 2) - 0.85
+        return torch.maximum(r - 1.0, -bite)
+    if name == "arrow":  # shaft half-width 0.15-0.25, head of half-width 0.6 pointing right
+        w = 0.15 + 0.1 * p
+        shaft = _box(px + 0.35, py, 0.6, w)
+        head = torch.maximum(torch.maximum(-(px - 0.1), (px - 1.0) * 0.56 + py.abs() * 0.83), py.abs() - 0.7)
+        return torch.minimum(shaft, head)
+    if name == "ell":  # two arms of half-width 0.2-0.32
+        w = 0.2 + 0.12 * p
+        vertical = _box(px + 0.55 - w, py, w, 0.95)
+        horizontal = _box(px, py + 0.95 - w, 0.55 + 0.0 * w, w)
+        return torch.minimum(vertical, horizontal)
+    if name == "half_disk":
+        return torch.maximum(r - 1.05, -(py + 0.3))
+    raise ValueError(f"unknown shape class {cls}")
+
+
+def _hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
+    """``[N]`` each in [0, 1] -> ``[N, 3]`` RGB in [0, 1]."""
+    k = torch.stack([(5 + h * 6) % 6, (3 + h * 6) % 6, (1 + h * 6) % 6], dim=1)
+    return v[:, None] - v[:, None] * s[:, None] * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+
+
+@lru_cache(maxsize=8)
+def render_shapes(n: int, size: int = 32, seed: int = 0, supersample: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random instances: ``(images [n, size, size, 3] uint8, labels [n] int64)``, balanced classes
+    (label ``i % 10`` before a seeded shuffle). Deterministic in ``(n, size, seed, supersample)``; cached, and
+    the arrays are read-only (the cache hands the same arrays to every caller)."""
+    if n < 1 or size < 8 or supersample < 1:
+        raise ValueError(f"render_shapes: need n >= 1, size >= 8, supersample >= 1; got {n}, {size}, {supersample}")
+    g = torch.Generator().manual_seed(int(seed) * 7919 + 12345)
+
+    def u(*shape: int, lo: float = 0.0, hi: float = 1.0) -> Tensor:
+        return lo + (hi - lo) * torch.rand(*shape, generator=g)
+
+    labels = torch.arange(n) % NUM_CLASSES
+    labels = labels[torch.randperm(n, generator=g)]
+    scale = u(n, lo=0.45, hi=0.8)  # outline radius as a fraction of the half image
+    angle = u(n, lo=-MAX_ROTATION, hi=MAX_ROTATION) * math.pi / 180
+    aspect = torch.exp(u(n, lo=-0.2, hi=0.2))
+    cx, cy = (u(n, lo=-1, hi=1) * (0.95 - scale)), (u(n, lo=-1, hi=1) * (0.95 - scale))
+    param = u(n)
+    # colours: object and background far apart in value (either dark on light or light on dark)
+    light_obj = torch.rand(n, generator=g) < 0.5
+    v_hi, v_lo = u(n, lo=0.65, hi=1.0), u(n, lo=0.05, hi=0.35)
+    obj = _hsv_to_rgb(u(n), u(n, lo=0.3, hi=1.0), torch.where(light_obj, v_hi, v_lo))
+    bg_v = torch.where(light_obj, v_lo, v_hi)
+    bg_a = _hsv_to_rgb(u(n), u(n, hi=0.8), bg_v)
+    bg_b = _hsv_to_rgb(u(n), u(n, hi=0.8), (bg_v + u(n, lo=-0.15, hi=0.15)).clamp(0, 1))
+    grad_dir, shade_dir = u(n, hi=2 * math.pi), u(n, hi=2 * math.pi)
+    shade_amp = u(n, lo=0.0, hi=0.35)
+
+    s = size * supersample
+    coords = (torch.arange(s, dtype=torch.float32) + 0.5) / s * 2 - 1
+    gy, gx = torch.meshgrid(-coords, coords, indexing="ij")  # y up
+    gx, gy = gx[None], gy[None]
+    out = torch.empty(n, 3, size, size)
+    pixel = 2.0 / s
+    for c in range(NUM_CLASSES):
+        idx = (labels == c).nonzero().flatten()
+        if len(idx) == 0:
+            continue
+        sc, an, asp = scale[idx, None, None], angle[idx, None, None], aspect[idx, None, None]
+        dx, dy = gx - cx[idx, None, None], gy - cy[idx, None, None]
+        ca, sa = torch.cos(an), torch.sin(an)
+        lx = (ca * dx + sa * dy) / (sc * asp.sqrt())
+        ly = (-sa * dx + ca * dy) / (sc / asp.sqrt())
+        d = _sdf(c, lx, ly, param[idx, None, None]) * sc  # back to image units (approximately)
+        alpha = (0.5 - d / pixel).clamp(0, 1)[:, None]  # [m, 1, s, s]
+        t = ((gx * torch.cos(grad_dir[idx, None, None]) + gy * torch.sin(grad_dir[idx, None, None])) + 1) / 2
+        bg = bg_a[idx, :, None, None] * (1 - t[:, None]) + bg_b[idx, :, None, None] * t[:, None]
+        shade_t = lx * torch.cos(shade_dir[idx, None, None]) + ly * torch.sin(shade_dir[idx, None, None])
+        shade = 1 + shade_amp[idx, None, None] * shade_t.clamp(-1, 1)
+        fg = (obj[idx, :, None, None] * shade[:, None]).clamp(0, 1)
+        img = fg * alpha + bg * (1 - alpha)
+        out[idx] = torch.nn.functional.avg_pool2d(img, supersample) if supersample > 1 else img
+    images = (out.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    labels_np = labels.numpy().astype(np.int64)
+    images.setflags(write=False)
+    labels_np.setflags(write=False)
+    return images, labels_np
+
+
+class ProceduralShapes(Dataset):
+    """Split ``"train"`` or ``"test"`` of the procedural shapes. Item: ``(transform(PIL image), label, index)``.
+
+    Args:
+        split: ``"train"`` (default 5,000 images) or ``"test"`` (2,000), drawn from different seeds.
+        size: image side in pixels.
+        n: number of images (default per split: :data:`DEFAULT_SIZES`).
+        seed: world seed; split ``s`` uses ``seed * 100 + SPLIT_SEEDS[s]``.
+        transform: applied to the PIL RGB image (None: the PIL image itself).
+    """
+
+    def __init__(
+        self,
+        split: str = "train",
+        size: int = 32,
+        n: int | None = None,
+        seed: int = 0,
+        transform: Callable | None = None,
+    ) -> None:
+        if split not in SPLIT_SEEDS:
+            raise ValueError(f"ProceduralShapes: split must be one of {sorted(SPLIT_SEEDS)}, got {split!r}")
+        self.split, self.size = split, size
+        self.images, self.targets = render_shapes(n or DEFAULT_SIZES[split], size, seed * 100 + SPLIT_SEEDS[split])
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        img = Image.fromarray(self.images[index])
+        return (self.transform(img) if self.transform else img), int(self.targets[index]), index
