@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,15 @@ from common.checkpoint import check_finite, check_lightning_checkpoint, is_light
 from common.errors import install_excepthook, pop_debug_flag
 
 RUNS_ENV = "PAPERLAB_RUNS"
+
+# Lightning warnings known to be harmless here, silenced so a demo's output is its progress bars and results:
+# demos and tests pass the command line as ``args`` on purpose (cli_main's contract) while sys.argv holds the
+# demo's own options; a data module without validation data (DFER-CLIP's ``val_split: none``) returns [] from
+# ``val_dataloader`` (``_BestCheckpoint`` says once that only last.ckpt is kept); Lightning's pytree helper
+# still uses a spec class newer torch deprecates (nothing a user can change).
+warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def runs_root() -> Path:
