@@ -554,6 +554,7 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--steps", type=int, default=None)
     tr.add_argument("--seed", type=int, default=None)
     ev = sub.add_parser("evaluate", help="held-out accuracy of the registered (or given) experts")
+    ev.add_argument("experts", nargs="*", metavar="{identity,attributes}", help="which experts (default: both)")
     ev.add_argument("--identity", default=None, help="identity expert file (default: the registry's)")
     ev.add_argument("--attributes", default=None, help="attribute expert file (default: the registry's)")
     args = ap.parse_args(argv)
@@ -572,8 +573,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"saved {args.out}")
         print(f"held-out {args.expert} accuracy:\n{_format(metrics)}")
         return
-    ident = load_faceworld_identity(args.identity)
-    print(f"identity expert ({resolve('faceworld_identity', args.identity)}):\n{_format(evaluate_identity(ident))}")
+    experts = args.experts or ["identity", "attributes"]
+    if set(experts) - {"identity", "attributes"}:
+        ap.error(f"evaluate: unknown experts {sorted(set(experts) - {'identity', 'attributes'})}")
+    if "identity" in experts:
+        ident = load_faceworld_identity(args.identity)
+        print(f"identity expert ({resolve('faceworld_identity', args.identity)}):\n{_format(evaluate_identity(ident))}")
+    if "attributes" not in experts:
+        return
     attr = load_faceworld_attributes(args.attributes)
     print(f"attribute expert ({resolve('faceworld_attributes', args.attributes)}):")
     print(_format(evaluate_attributes(attr)))

@@ -163,3 +163,16 @@ def test_estimate_landmarks_inverts_the_crop(monkeypatch):
     monkeypatch.setattr(fe, "attribute_crop", spy)
     lm = fe.estimate_landmarks(Oracle(), b["image"], refine=1)
     torch.testing.assert_close(lm, b["landmarks"], atol=1e-2, rtol=0)
+
+
+def test_evaluate_command_runs_only_the_experts_named(monkeypatch, capsys, tmp_path):
+    """`evaluate identity` must not need the attribute expert's file; unknown names are refused."""
+    monkeypatch.setattr(fe, "load_faceworld_identity", lambda path=None: "ident")
+    monkeypatch.setattr(fe, "evaluate_identity", lambda net: {"roc_auc": 0.5})
+    monkeypatch.setattr(fe, "load_faceworld_attributes", lambda path=None: pytest.fail("attributes loaded"))
+    (tmp_path / "x.pt").write_bytes(b"x")
+    fe.main(["evaluate", "identity", "--identity", str(tmp_path / "x.pt")])
+    assert "roc_auc: 0.5000" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        fe.main(["evaluate", "bogus"])
+    assert "unknown experts ['bogus']" in capsys.readouterr().err
