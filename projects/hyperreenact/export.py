@@ -24,9 +24,10 @@ def main(argv: list[str] | None = None) -> Path:
     a = p.parse_args(argv)
     module = load_module(a.checkpoint)
     out = export_hypernet(module, a.out)
-    n = sum(v.numel() for v in module.net.hypernet.state_dict().values())
+    n = sum(p.numel() for p in module.net.hypernet.parameters())  # the shared hypernetwork counted once
     print(
-        f"[hyperreenact] {n} hypernetwork values -> {out} ({out.stat().st_size / 1e6:.2f} MB, sha256 {sha256sum(out)})"
+        f"[hyperreenact] {n} hypernetwork parameters -> {out} ({out.stat().st_size / 1e6:.2f} MB, "
+        f"sha256 {sha256sum(out)})"
     )
     return out
 
