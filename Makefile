@@ -110,7 +110,7 @@ FACEWORLD_BENCHMARK_ARGS ?=
 faceworld-benchmark: $(VENV)/.installed ## StyleMask and HyperReenact on held-out face-world identities, side by side
 	$(PY) benchmarks/faceworld_reenactment.py --run $(FACEWORLD_BENCHMARK_ARGS)
 
-demo-stylemask: $(VENV)/.installed ## StyleMask fit+validate+reenact image and video at 32 px, tiny RANDOM networks (~2 min CPU)
+demo-stylemask: $(VENV)/.installed ## StyleMask in the face world: shipped masks fine-tuned, scored vs the exact answer, grids + driving video
 	$(PY) -m projects.stylemask.demo
 
 bench-stylemask: $(VENV)/.installed ## StyleMask training steps/s, batched vs per-image face analysis (CPU, 32 and 256 px)
