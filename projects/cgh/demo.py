@@ -1,37 +1,46 @@
-"""CPU demo: CGH vs the ReSSL configuration vs a random-init encoder on the bundled noisy digits.
+"""CPU demo: CGH vs ReSSL vs a random-init encoder vs raw pixels on the procedural shapes.
 
-Both methods train with ``configs/demo.yaml`` (ReSSL adds ``configs/demo_ressl.yaml``: same-context global
-term, no hypercolumn head), same epochs, batch, optimiser and augmentations. Each encoder is then
-evaluated on the clean test split with the weighted kNN (k=20, T=0.07, backbone features, memory = train
-split) and a logistic-regression probe on frozen features; raw pixels are shown for reference.
+Both methods pretrain with ``configs/demo.yaml`` (ReSSL adds ``configs/demo_ressl.yaml``: the same-context
+global term, no hypercolumn head): same encoder, epochs, batch, optimiser and views. Each encoder is evaluated on
+the test split by the weighted kNN (k 20, T 0.07, pooled backbone features, memory = the train split) and by a
+linear probe (logistic regression on the frozen, standardised features); raw pixels and the randomly initialised
+encoder (CGH's architecture, one per seed) are the baselines. The kNN monitor's curve per epoch (with the
+collapse monitor's effective rank and queue similarity) is saved as ``<runs>/cgh/demo_knn.png``.
 
-    python -m projects.cgh.demo [--epochs N] [--seeds 0 1 2]
+Every training runs in its own process with one thread (``--jobs`` at a time), so the numbers do not depend on
+how many cores the machine has:
+
+    python -m projects.cgh.demo [--seeds 0 1 2] [--epochs N] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+import yaml
 
-from common.cli import last_checkpoint
-from common.metrics.knn import weighted_knn_scores
-from projects.cgh.data import CGHDataModule
-from projects.cgh.main import main as pretrain_main
-from projects.cgh.module import CGHModule
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG = str(CONFIG_DIR / "demo.yaml")
+RESSL = str(CONFIG_DIR / "demo_ressl.yaml")
+METHODS = {"CGH": [CONFIG], "ReSSL": [CONFIG, RESSL]}
 
-CONFIG = str(Path(__file__).resolve().parent / "configs" / "demo.yaml")
-RESSL = str(Path(__file__).resolve().parent / "configs" / "demo_ressl.yaml")
+
+def _data_module():
+    from projects.cgh.data import CGHDataModule
+
+    cfg = yaml.safe_load(Path(CONFIG).read_text())["data"]
+    return CGHDataModule(dataset=cfg["dataset"], root=cfg.get("root", ""), num_workers=0, eval_batch_size=512)
 
 
 @torch.no_grad()
-def _features(model: CGHModule, loader) -> tuple[torch.Tensor, torch.Tensor]:
+def _features(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     feats, labels = [], []
     for x, y, _ in loader:
@@ -40,8 +49,14 @@ def _features(model: CGHModule, loader) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(feats), torch.cat(labels)
 
 
-def evaluate(model: CGHModule | None, dm: CGHDataModule) -> dict[str, float]:
-    """kNN top-1 and logistic-regression top-1 on the test split (``model=None``: raw pixels)."""
+def evaluate(model, dm) -> dict[str, float]:
+    """kNN top-1 and linear-probe top-1 on the test split (``model=None``: raw pixels)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from common.metrics.knn import weighted_knn_scores
+
     memory, query = dm.test_dataloader()
     if model is None:
         fm = torch.cat([x.flatten(1) for x, _, _ in memory])
@@ -51,31 +66,80 @@ def evaluate(model: CGHModule | None, dm: CGHDataModule) -> dict[str, float]:
     else:
         fm, ym = _features(model, memory)
         fq, yq = _features(model, query)
-    knn = (weighted_knn_scores(fm, ym, fq, 10, k=20, T=0.07).argmax(1) == yq).float().mean().item()
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(fm.numpy(), ym.numpy())
+    knn = (weighted_knn_scores(fm, ym, fq, dm.num_classes, k=20, T=0.07).argmax(1) == yq).float().mean().item()
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(fm.numpy(), ym.numpy())
     lin = float((clf.predict(fq.numpy()) == yq.numpy()).mean())
     return {"knn": knn, "linear": lin}
 
 
-def run(epochs: int | None, seeds: list[int]) -> dict[str, list[dict[str, float]]]:
-    dm = CGHDataModule(dataset="digits", root="", num_workers=0, eval_batch_size=512)
-    results: dict[str, list[dict[str, float]]] = {"raw pixels": [evaluate(None, dm)]}
-    for seed in seeds:
-        extra = [f"--seed_everything={seed}"] + ([f"--trainer.max_epochs={epochs}"] if epochs else [])
-        for name, configs in (("CGH", [CONFIG]), ("ReSSL", [CONFIG, RESSL])):
-            args = ["fit"] + [a for c in configs for a in ("--config", c)] + extra
-            t0 = time.time()
-            cli = pretrain_main(args)
-            ckpt = str(last_checkpoint(cli.trainer))
-            model = CGHModule.load_from_checkpoint(ckpt, map_location="cpu")
-            res = evaluate(model, dm) | {"minutes": (time.time() - t0) / 60}
-            print(f"[cgh demo] seed {seed} {name}: {res}  checkpoint {ckpt}", flush=True)
-            results.setdefault(name, []).append(res)
-            if name == "CGH":
-                hp = {k: v for k, v in cli.model.hparams.items() if not k.startswith("_")}
-        torch.manual_seed(seed)
-        results.setdefault("random-init encoder", []).append(evaluate(CGHModule(**hp), dm))  # CGH's architecture
-    return results
+def train_and_evaluate(name: str, seed: int, epochs: int | None) -> dict:
+    """One pretraining run (in a worker process, one thread) and its evaluation."""
+    torch.set_num_threads(1)
+    from common.callbacks.collapse_monitor import CollapseMonitor
+    from common.callbacks.knn_monitor import KNNMonitor
+    from common.cli import last_checkpoint
+    from projects.cgh.main import main as pretrain_main
+    from projects.cgh.module import CGHModule
+
+    args = ["fit"] + [a for c in METHODS[name] for a in ("--config", c)]
+    args += [f"--seed_everything={seed}", "--trainer.enable_progress_bar=false"]
+    args += [f"--trainer.max_epochs={epochs}"] if epochs else []
+    t0 = time.time()
+    cli = pretrain_main(args)
+    minutes = (time.time() - t0) / 60
+    ckpt = str(last_checkpoint(cli.trainer))
+    knn_cb = next(c for c in cli.trainer.callbacks if isinstance(c, KNNMonitor))
+    col_cb = next(c for c in cli.trainer.callbacks if isinstance(c, CollapseMonitor))
+    model = CGHModule.load_from_checkpoint(ckpt, map_location="cpu")
+    res = evaluate(model, _data_module())
+    hp = {k: v for k, v in cli.model.hparams.items() if not k.startswith("_")}
+    return res | {
+        "name": name,
+        "seed": seed,
+        "minutes": minutes,
+        "checkpoint": ckpt,
+        "curve": [(e + 1, a) for e, a in knn_cb.history],
+        "collapse": [(e + 1, s) for e, s in col_cb.history],
+        "hparams": hp,
+    }
+
+
+@torch.no_grad()
+def recalibrate_bn(model, loader) -> None:
+    """Sets the backbone's BN running statistics to the mean and variance of ``loader``'s images (a fresh
+    BN keeps mean 0 / variance 1, which in eval mode makes it the identity: a different function)."""
+    bns = [m for m in model.student.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the batches
+    model.student.backbone.train()
+    for x, _, _ in loader:
+        model.student.backbone(x)
+    for bn in bns:
+        bn.momentum = 0.1
+    model.eval()
+
+
+def random_init(hp: dict, seed: int, calibrate: bool) -> dict[str, float]:
+    """The same architecture, randomly initialised with ``seed``, evaluated like the trained ones; with
+    ``calibrate`` its BN statistics are first set to those of the train split (as training would)."""
+    from projects.cgh.module import CGHModule
+
+    torch.manual_seed(seed)
+    model = CGHModule(**hp)
+    dm = _data_module()
+    if calibrate:
+        recalibrate_bn(model, dm.test_dataloader()[0])
+    return evaluate(model, dm)
+
+
+def _report(r: dict) -> None:
+    """One line per finished run (printed as soon as it is done: a long multi-seed demo shows progress)."""
+    print(
+        f"[cgh demo] seed {r['seed']} {r['name']}: kNN {r['knn']:.3f}, linear {r['linear']:.3f}, "
+        f"{r['minutes']:.1f} min, checkpoint {r['checkpoint']}",
+        flush=True,
+    )
 
 
 def _fmt(vals: list[float]) -> str:
@@ -84,21 +148,81 @@ def _fmt(vals: list[float]) -> str:
     return f"{np.mean(vals):.3f} ± {np.std(vals):.3f}"
 
 
-def main() -> None:
+def plot(runs: list[dict], baselines: dict[str, float], path: Path) -> None:
+    """kNN top-1 per epoch of every run (baselines dashed), and the collapse monitor's signals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    colours = {"CGH": "tab:blue", "ReSSL": "tab:orange"}
+    for r in runs:
+        c = colours[r["name"]]
+        ep, acc = zip(*r["curve"], strict=True)
+        axes[0].plot(ep, acc, color=c, alpha=0.8, label=f"{r['name']} seed {r['seed']}")
+        cep = [e for e, _ in r["collapse"]]
+        axes[1].plot(cep, [s["collapse/student_g/erank"] for _, s in r["collapse"]], color=c, alpha=0.8)
+        axes[2].plot(cep, [s["collapse/queue_g/mean_cos"] for _, s in r["collapse"]], color=c, alpha=0.8)
+    for (label, value), style in zip(baselines.items(), ("--", ":", "-."), strict=False):
+        axes[0].axhline(value, color="gray", linestyle=style, label=label)
+    axes[0].set(xlabel="epoch", ylabel="kNN top-1 (test)", title="kNN monitor (k 20, backbone features)")
+    axes[1].set(xlabel="epoch", ylabel="effective rank", title="student global embedding: effective rank")
+    axes[2].set(xlabel="epoch", ylabel="mean cosine", title="global queue: mean cosine between rows")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=None, help="override max_epochs of configs/demo.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    args = parser.parse_args()
+    parser.add_argument("--jobs", type=int, default=2, help="trainings at a time (one thread each)")
+    args = parser.parse_args(argv)
     t0 = time.time()
-    results = run(args.epochs, args.seeds)
-    print("\nCGH demo: noisy 12 px digits (1198 train / 599 test), width-16 ResNet-18, same budget per method")
-    print(f"{'encoder':<22}{'kNN top-1 (k=20)':>20}{'logreg top-1':>18}{'train min':>16}")
-    for name, rows in results.items():
-        mins = _fmt([r["minutes"] for r in rows]) if "minutes" in rows[0] else "-"
-        print(f"{name:<22}{_fmt([r['knn'] for r in rows]):>20}{_fmt([r['linear'] for r in rows]):>18}{mins:>16}")
-    runs = Path.cwd() / "runs" / "cgh"
-    print(f"seeds {args.seeds}; total {(time.time() - t0) / 60:.1f} min; run folders under $PAPERLAB_RUNS or {runs}")
+    torch.set_num_threads(1)
+    jobs = [(name, seed, args.epochs) for seed in args.seeds for name in METHODS]
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            runs = []
+            for r in pool.map(train_and_evaluate, *zip(*jobs, strict=True)):
+                _report(r)
+                runs.append(r)
+    else:
+        runs = []
+        for j in jobs:
+            runs.append(train_and_evaluate(*j))
+            _report(runs[-1])
+    dm = _data_module()
+    rows: dict[str, list[dict]] = {"raw pixels": [evaluate(None, dm)]}
+    for name in METHODS:
+        rows[name] = [r for r in runs if r["name"] == name]
+    hp = rows["CGH"][0]["hparams"]
+    rows["random init, BN fresh"] = [random_init(hp, s, calibrate=False) for s in args.seeds]
+    rows["random init, BN data"] = [random_init(hp, s, calibrate=True) for s in args.seeds]
+    print(
+        f"\nCGH demo: procedural shapes (32 px, {len(dm.knn_datasets()[0])} train / {len(dm.knn_datasets()[1])} "
+        f"test, 10 classes), ResNet-18 width {hp['width']}, same budget per method; mean ± std over seeds {args.seeds}"
+    )
+    print(f"{'encoder':<22}{'kNN top-1 (k=20)':>20}{'linear probe':>18}{'train min':>14}")
+    for name, rs in rows.items():
+        mins = _fmt([r["minutes"] for r in rs]) if "minutes" in rs[0] else "-"
+        print(f"{name:<22}{_fmt([r['knn'] for r in rs]):>20}{_fmt([r['linear'] for r in rs]):>18}{mins:>14}")
+    by_seed = {(r["name"], r["seed"]): r["knn"] for r in runs}
+    diff = [by_seed[("CGH", s)] - by_seed[("ReSSL", s)] for s in args.seeds]
+    print(f"CGH - ReSSL kNN, paired by seed: {_fmt(diff)}")
+    from common.cli import runs_root
+
+    path = runs_root().resolve() / "cgh" / "demo_knn.png"
+    base = {name: float(np.mean([r["knn"] for r in rows[name]])) for name in rows if name not in METHODS}
+    plot(runs, base, path)
+    print(f"kNN curves: {path}; total {(time.time() - t0) / 60:.1f} min with {args.jobs} job(s)")
+    return {"rows": rows, "runs": runs, "plot": str(path)}
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     main()
