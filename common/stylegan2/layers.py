@@ -187,8 +187,9 @@ class ModulatedConv2d(nn.Module):
         batch, in_channel = s.shape
         weight = self.scale * self.weight.squeeze(0)
         if self.demodulate:
-            w = weight.unsqueeze(0) * s.view(batch, 1, in_channel, 1, 1)
-            dcoefs = (w.square().sum((2, 3, 4)) + 1e-8).rsqrt()
+            # sum_{i,k} (W[o,i,k] s[b,i])^2 = sum_i s[b,i]^2 sum_k W[o,i,k]^2: one [B,in] @ [in,out] product
+            # instead of the per-sample weights [B,out,in,k,k] (and their gradient) that only this sum needs.
+            dcoefs = (s.square() @ weight.square().sum((2, 3)).t() + 1e-8).rsqrt()
         x = x * s.view(batch, in_channel, 1, 1)
         if self.upsample:
             out = self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), padding=0, stride=2))
