@@ -429,8 +429,8 @@ register(
         source="trained by paperlab on the face world (common/face/faceworld_experts.py)",
         licence=_FW_LICENCE,
         users=("stylegan2", "stylemask", "hyperreenact"),
-        sha256=None,
-        description="face-world identity expert (ArcFace's interface, 56 px, 128-d)",
+        sha256="ee0e37556ee8acb8176b0a6cad1f0e81473fb5c4bd04f875a10891adbd4c8d0c",
+        description="face-world identity expert (ArcFace's interface, 56 px, 128-d, float16)",
         rebuild="python -m common.face.faceworld_experts train identity --out pretrained/faceworld/faceworld_identity.pt",
     )
 )
@@ -472,10 +472,11 @@ register(
         source="trained by paperlab on the face world (common/face/faceworld_experts.py)",
         licence=_FW_LICENCE,
         users=("stylemask", "hyperreenact"),
-        sha256=None,
-        description="face-world attribute expert (DECA encoder's interface: geometry, expression, pose, camera)",
+        sha256="acf019213743c1760877bcec0f0ccf74e6a6999b0bac7b337fb6ad2d14813fdd",
+        description="face-world attribute expert (DECA encoder's interface: geometry, expression, pose, camera; "
+        "float16)",
         rebuild=(
-            "python -m common.face.faceworld_experts train attributes "
+            "python -m common.face.faceworld_experts train attributes --steps 1200 "
             "--out pretrained/faceworld/faceworld_attributes.pt"
         ),
     )

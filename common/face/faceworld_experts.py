@@ -332,9 +332,20 @@ def estimate_landmarks(
 
 
 # ------------------------------------------------------------------------------------------------ loading
+def _round_to_half_(net: nn.Module) -> nn.Module:
+    """Round ``net``'s floating-point weights to float16 precision in place (what the shipped file holds), so the
+    accuracy printed after training is that of the file."""
+    with torch.no_grad():
+        for t in [*net.parameters(), *net.buffers()]:
+            if t.is_floating_point():
+                t.copy_(t.half())
+    return net
+
+
 def _save(net: nn.Module, kind: str, config: dict, path: str | os.PathLike, metrics: dict | None = None) -> None:
+    """Write the expert file: float16 weights (loaders copy them into float32 modules), config and metrics."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    state = {k: v.detach().half() if v.is_floating_point() else v.detach().clone() for k, v in net.state_dict().items()}
     torch.save({"format": FORMAT, "kind": kind, "config": config, "metrics": metrics or {}, "state_dict": state}, path)
 
 
@@ -561,11 +572,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "train":
         kw = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
         if args.expert == "identity":
-            net = train_identity(**kw)
+            net = _round_to_half_(train_identity(**kw))
             metrics = evaluate_identity(net)
             config = {"width": net.width, "dim": net.dim}
         else:
-            net = train_attributes(**kw)
+            net = _round_to_half_(train_attributes(**kw))
             metrics = evaluate_attributes(net)
             metrics["fixed_box"] = evaluate_attributes(net, fixed_box=True)
             config = {"width": net.width, "hidden": net.hidden}
