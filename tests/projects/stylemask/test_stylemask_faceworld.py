@@ -455,3 +455,29 @@ def test_demo_end_to_end_from_shipped_files(tmp_path, monkeypatch, capsys):
     assert all(r["pairs"] == 2 for r in out["rows"]) and "copy_driver" in printed
     assert [g.name for g in out["grids"]] == ["self.png", "cross.png"] and all(g.is_file() for g in out["grids"])
     assert video_info(out["video"])[0] == 3
+
+
+def test_benchmark_command_one_model_per_seed_and_json(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from projects.stylemask.evaluate import main as evaluate
+
+    model = yaml.safe_load(Path(FW_TINY).read_text())["model"]
+    ckpts = []
+    for seed in (0, 1):
+        m = StyleMaskModule(**model, seed=seed)
+        ckpts.append(tmp_path / f"seed{seed}.ckpt")
+        torch.save({"state_dict": m.state_dict(), "hyper_parameters": dict(m.hparams)}, ckpts[-1])
+    out = tmp_path / "bench" / "stylemask.json"
+    args = ["--faceworld", "--num-pairs", "2", "--batch-size", "2", "--modes", "cross", "--out", str(out)]
+    rows = evaluate([*args, "--ckpt", *map(str, ckpts)])
+    doc = json.loads(out.read_text())
+    assert doc["project"] == "stylemask" and doc["checkpoints"] == list(map(str, ckpts)) and doc["num_pairs"] == 2
+    assert doc["rows"] == json.loads(json.dumps(rows))
+    assert {(r["seed"], r["method"]) for r in rows} == {(s, m) for s in (0, 1) for m in FACEWORLD_METHODS}
+    printed = capsys.readouterr().out
+    assert "mean +- std over seeds" in printed and "n=2" in printed
+    with pytest.raises(ValueError, match="a second model trained with seed 0"):
+        evaluate([*args, "--ckpt", str(ckpts[0]), str(ckpts[0])])
