@@ -235,6 +235,13 @@ def evaluate(
         }
         if "truth_landmarks" in batch and getattr(net, "landmarker", None) is not None:
             lm = net.landmarker(image)
+            bad = int((~torch.isfinite(lm).flatten(1).all(1)).sum())
+            if bad:
+                raise ValueError(
+                    f"evaluate ({method}, {mode}): the landmark estimate of {bad} of {lm.shape[0]} output images is "
+                    "not finite (the attribute expert's camera or pose is out of range), so the landmark error is "
+                    "undefined; is the attribute expert the trained one?"
+                )
             out["nme"] = landmark_nme(lm, batch["truth_landmarks"])
             out["landmark_px"] = landmark_pixel_error(lm, batch["truth_landmarks"])
         diff = (axis_angle_to_euler(p_src["pose"][:, :3]) - axis_angle_to_euler(p_tgt["pose"][:, :3])).abs()
