@@ -121,4 +121,48 @@ def bias_act(
         if b is not None:
             b = b.to(x.dtype)
         return bias_act_cuda(x, b, dim, spec, alpha, gain, clamp)
+    if act in ("relu", "lrelu") and clamp < 0:
+        if b is not None:
+            b = b.to(x.dtype).reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+        if torch.is_grad_enabled() and (x.requires_grad or (b is not None and b.requires_grad)):
+            return _LinearUnitRef.apply(x, b, alpha, gain)
+        return _linear_unit(x, b, alpha, gain)
     return bias_act_ref(x, b, dim, act, alpha, gain, clamp if clamp >= 0 else None)
+
+
+def _linear_unit(x: torch.Tensor, b: torch.Tensor | None, alpha: float, gain: float) -> torch.Tensor:
+    """``lrelu(x + b, alpha) * gain`` (relu: alpha 0) with one new tensor; ``b`` already broadcastable to x."""
+    y = x + b if b is not None else x.clone()
+    if alpha == 0:
+        y.relu_()
+    else:
+        F.leaky_relu_(y, alpha)
+    if gain != 1:
+        y.mul_(gain)
+    return y
+
+
+class _LinearUnitRef(torch.autograd.Function):
+    """Bias + (leaky) ReLU + gain on CPU/reference, as NVIDIA's op: the backward reads the saved output only
+    (``dx = dy * gain * (1 if y > 0 else alpha)``), so the forward keeps one tensor instead of three and the
+    backward is one pass plus the bias reduction. Piecewise linear: the backward is linear in ``dy`` with a
+    constant slope map, which makes every higher derivative exact (the second derivative in x is zero)."""
+
+    @staticmethod
+    def forward(ctx, x, b, alpha, gain):
+        y = _linear_unit(x, b, alpha, gain)
+        ctx.save_for_backward(y)
+        ctx.alpha, ctx.gain = alpha, gain
+        ctx.bias_dims = None if b is None else [i for i in range(x.ndim) if b.shape[i] == 1]
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (y,) = ctx.saved_tensors
+        dx = torch.ops.aten.leaky_relu_backward(dy, y.detach(), ctx.alpha, True)
+        if ctx.gain != 1:
+            dx = dx * ctx.gain
+        db = None
+        if ctx.needs_input_grad[1]:
+            db = dx.sum(ctx.bias_dims, keepdim=True)
+        return dx, db, None, None

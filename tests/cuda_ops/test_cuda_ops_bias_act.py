@@ -131,3 +131,36 @@ def test_double_backward_r1_style():
         return gx.square().sum()
 
     assert gradcheck(penalty, (w, b))
+
+
+@pytest.mark.parametrize("act", ["relu", "lrelu"])
+@pytest.mark.parametrize("dim", [1, 2])
+def test_unclamped_linear_units_take_the_saved_output_path(act, dim):
+    """relu/lrelu without clamp on CPU run as one autograd node that saves only its output (NVIDIA's scheme):
+    values and first and second derivatives equal the plain-torch reference, and gradcheck/gradgradcheck pass."""
+    from cuda_ops._bias_act import _LinearUnitRef, bias_act_ref
+
+    torch.manual_seed(7)
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    x = (x + 0.3 * x.sign()).requires_grad_(True)  # away from the kink
+    b = (0.05 * torch.randn(x.shape[dim], dtype=torch.float64)).requires_grad_(True)
+    out = bias_act(x, b, dim=dim, act=act, gain=1.3)
+    assert type(out.grad_fn).__name__ == _LinearUnitRef.__name__ + "Backward"
+    ref = bias_act_ref(x, b, dim, act, None, 1.3, None)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad((out * g).sum(), (x, b), create_graph=True)
+    want = torch.autograd.grad((ref * g).sum(), (x, b), create_graph=True)
+    for a, c in zip(got, want, strict=True):
+        torch.testing.assert_close(a, c)
+    # second order through the first derivative (R1 / path length): d/db of |dL/dx|^2 * (x-dependent weight)
+    h_got = torch.autograd.grad((got[0].square() * x).sum(), b, allow_unused=True)[0]
+    h_want = torch.autograd.grad((want[0].square() * x).sum(), b, allow_unused=True)[0]
+    assert (h_got is None and h_want is None) or torch.allclose(
+        h_got if h_got is not None else torch.zeros_like(b), h_want if h_want is not None else torch.zeros_like(b)
+    )
+    fn = lambda x, b: bias_act(x, b, dim=dim, act=act, gain=1.3)  # noqa: E731
+    assert gradcheck(fn, (x, b))
+    assert gradgradcheck(fn, (x, b))
+    with torch.no_grad():
+        assert bias_act(x, b, dim=dim, act=act, gain=1.3).grad_fn is None
