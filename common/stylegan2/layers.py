@@ -108,9 +108,9 @@ class ModulatedConv2d(nn.Module):
     computed, as NVIDIA's SynthesisLayer does (grouped only when not training): grouped when autograd records
     nothing, activation scaling when it does, because then the grouped form also pays for the gradient of
     the per-sample weights [B*out, in, k, k] (a second convolution as large as the forward) while activation
-    scaling needs it only when the shared weight itself trains. With cuda_ops' reference ``upfirdn2d``, a frozen
-    256 px generator's forward + backward w.r.t. W+ ran 1.49x and the path-length double backward 1.75x faster
-    than rosinality's CPU formulation (1 thread, benchmarks/generator.py).
+    scaling needs it only when the shared weight itself trains. With cuda_ops' reference ``upfirdn2d`` and
+    ``bias_act``, a frozen 256 px generator's forward + backward w.r.t. W+ ran 1.90x and the path-length double
+    backward 2.62x faster than rosinality's CPU formulation (1 thread, benchmarks/generator.py, README).
     ``weight_delta`` always takes the grouped path (the weights differ per sample).
     """
 
