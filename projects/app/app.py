@@ -118,7 +118,9 @@ class PaperlabApp:
             from projects.stylemask.inference import reenact
 
             loaded = self.models.get("stylemask")
-            res = reenact(loaded.model, src, drv, out, align="ffhq", grid=True, progress=report)
+            # face-world renders are aligned by construction (and MTCNN is not trained on them)
+            align = "none" if loaded.origin.startswith("shipped face-world") else "ffhq"
+            res = reenact(loaded.model, src, drv, out, align=align, grid=True, progress=report)
             video = res.video
         elif method == "HyperReenact":
             from PIL import Image
@@ -126,9 +128,9 @@ class PaperlabApp:
             from projects.hyperreenact.inference import reenact
 
             loaded = self.models.get("hyperreenact")
-            res = reenact(
-                loaded.model, src, drv, out, crop="detect", save_frames=False, save_grids=True, progress=report
-            )
+            # a face-world model carries its own landmark estimator (the attribute expert): crop with it
+            crop = "landmarks" if getattr(loaded.model, "landmarker", None) is not None else "detect"
+            res = reenact(loaded.model, src, drv, out, crop=crop, save_frames=False, save_grids=True, progress=report)
             grids = sorted((out / "grids").glob("*.png"))
             video = out / "side_by_side.mp4"
             write_video(video, (np.asarray(Image.open(g).convert("RGB")) for g in grids), res.fps)

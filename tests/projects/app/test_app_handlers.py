@@ -176,3 +176,46 @@ def test_missing_weights_message_is_the_cli_message(tmp_path):
         app.retrieve(0, 4)
     with pytest.raises(ValueError, match="unknown tab"):
         PaperlabApp({"nope": "x.ckpt"}, workdir=str(tmp_path / "w2"))
+
+
+def test_face_world_models_are_not_sent_through_the_face_detector(tmp_path, monkeypatch):
+    """Shipped face-world models: StyleMask takes the renders as aligned, HyperReenact crops with the model's own
+    landmark estimator; released models keep MTCNN (FFHQ alignment / detection)."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    import projects.hyperreenact.inference as hr_inf
+    import projects.stylemask.inference as sm_inf
+    from common.data.video import write_video
+    from projects.app.models import Loaded
+
+    src = tmp_path / "src.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(src)
+    drv = _clip(tmp_path / "drv.mp4")
+    seen: dict[str, str] = {}
+
+    def fake_sm(model, source, driving, out, align, grid, progress):
+        seen["align"] = align
+        video = Path(out) / "v.mp4"
+        write_video(video, np.zeros((2, 16, 16, 3), np.uint8), 10.0)
+        return SimpleNamespace(video=video)
+
+    def fake_hr(model, source, driving, out, crop, save_frames, save_grids, progress):
+        seen["crop"] = crop
+        (Path(out) / "grids").mkdir(parents=True)
+        Image.fromarray(np.zeros((16, 48, 3), np.uint8)).save(Path(out) / "grids" / "0.png")
+        return SimpleNamespace(fps=10.0)
+
+    monkeypatch.setattr(sm_inf, "reenact", fake_sm)
+    monkeypatch.setattr(hr_inf, "reenact", fake_hr)
+    app = PaperlabApp(workdir=str(tmp_path / "work"))
+    for origin, landmarker, align, crop in [
+        ("shipped face-world model pretrained/faceworld/x.pt", object(), "none", "landmarks"),
+        ("released mask network (FFHQ 1024)", None, "ffhq", "detect"),
+    ]:
+        model = SimpleNamespace(landmarker=landmarker)
+        monkeypatch.setattr(app.models, "get", lambda tab, m=model, o=origin: Loaded(m, o))
+        app.reenact(str(src), str(drv), "StyleMask")
+        app.reenact(str(src), str(drv), "HyperReenact")
+        assert (seen["align"], seen["crop"]) == (align, crop)
