@@ -19,14 +19,6 @@ from projects.hyperreenact.module import HyperReenactModule
 CONFIGS = Path(__file__).resolve().parents[3] / "projects" / "hyperreenact" / "configs"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     cfg = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())

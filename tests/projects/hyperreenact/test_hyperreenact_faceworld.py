@@ -40,14 +40,6 @@ def _tiny_cfg() -> dict:
     return yaml.safe_load((CONFIGS / "faceworld_tiny.yaml").read_text())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def no_real_networks(monkeypatch):
     """Every loader and class of the real networks (and of the tiny stand-ins) raises."""

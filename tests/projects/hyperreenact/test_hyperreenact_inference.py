@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image
 
@@ -14,14 +13,6 @@ from projects.hyperreenact.inference import FaceCropper, main, open_driving, ree
 from projects.hyperreenact.module import HyperReenactModule
 
 CONFIGS = Path(__file__).resolve().parents[3] / "projects" / "hyperreenact" / "configs"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -29,15 +29,6 @@ def _tiny_data(root, **over):
     return VoxCelebDataModule(**kw)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny models: two threads on the two shared cores spin against each other (2-5 s per step instead of 0.1 s).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny_batch(tmp_path_factory, _one_thread):
     dm = _tiny_data(tmp_path_factory.mktemp("syn"))
@@ -226,7 +217,9 @@ def test_every_config_parses(config):
         # parsing passed; building the released (or face-world) networks needs their files (absent in tests)
         encoders = yaml.safe_load((CONFIGS / config).read_text())["model"]["encoders"]
         assert encoders in ("pretrained", "faceworld")
-        assert ("stylegan-voxceleb.pt" if encoders == "pretrained" else "faceworld_generator") in str(err)
+        # the face world ships its generator and experts; its e4e and hypernetwork may not be there yet
+        expected = ("stylegan-voxceleb.pt",) if encoders == "pretrained" else ("faceworld_generator", "faceworld_e4e")
+        assert any(name in str(err) for name in expected), str(err)
         return
     assert cli.config["model"]["encoders"] in ("tiny", "faceworld_random")
 

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from projects.hyperreenact.data import ReenactmentPairs, scan_split
 from projects.hyperreenact.preprocess import VOX1_TEST_IDS, main, process_video_folder, read_split
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_split_lists(tmp_path):

@@ -10,14 +10,6 @@ import torch
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_released_formats_load_and_reenact_a_real_video(tmp_path, shared_data):
     from common.data.video import iter_video, video_info, write_video
     from common.face.deca import DECAEncoder

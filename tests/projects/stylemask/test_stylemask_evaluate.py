@@ -13,15 +13,6 @@ from projects.stylemask.evaluate import cross_pairs, evaluate_voxceleb, list_vid
 from projects.stylemask.module import StyleMaskModule
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tiny networks gain nothing from intra-op threads; on a busy 2-core machine threads only stall."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class _Features(torch.nn.Module):
     def forward(self, x):
         return torch.cat([x.float().mean((2, 3)), x.float().std((2, 3))], 1)

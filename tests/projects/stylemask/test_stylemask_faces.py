@@ -12,15 +12,6 @@ from common.face.flame import batch_rodrigues as axis_angle_to_matrix
 from projects.stylemask.faces import TinyFLAME, build_face_analyzer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tiny networks gain nothing from intra-op threads; on a busy 2-core machine threads only stall."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_euler_degrees_by_hand():
     a = 0.3
     # rotation about x: R21 = sin a, R22 = cos a -> pitch = a; about z: R10 = sin a, R00 = cos a -> roll = a

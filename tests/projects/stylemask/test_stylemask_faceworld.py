@@ -22,14 +22,6 @@ from projects.stylemask.module import StyleMaskModule
 FW_TINY = "projects/stylemask/configs/faceworld_tiny.yaml"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _expert_files(tmp_path: Path) -> tuple[str, str]:
     """Randomly initialised experts saved in the shipped experts' file format."""
     torch.manual_seed(0)

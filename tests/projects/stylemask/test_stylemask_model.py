@@ -16,15 +16,6 @@ from projects.stylemask.model import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tiny networks gain nothing from intra-op threads; on a busy 2-core machine threads only stall."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny_generator() -> Generator:
     torch.manual_seed(0)
     return Generator(32, style_dim=32, n_mlp=2, channel_multiplier=1, channel_max=16).eval()

@@ -15,16 +15,6 @@ from projects.stylemask.data import StyleMaskDataModule
 from projects.stylemask.main import main
 from projects.stylemask.module import StyleMaskModule
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tiny networks gain nothing from intra-op threads; on a busy 2-core machine threads only stall."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TINY = "projects/stylemask/configs/tiny.yaml"
 CONFIGS = sorted(Path("projects/stylemask/configs").glob("*.yaml"))
 

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from common.face.losses import identity_loss, vertex_loss
 from projects.stylemask.model import ControlledLayer, MaskNetwork, mix_styles
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tiny networks gain nothing from intra-op threads; on a busy 2-core machine threads only stall."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_masks_find_planted_pose_channels():
