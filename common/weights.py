@@ -442,10 +442,12 @@ register(
         source="trained by paperlab on the face world (projects/stylegan2, configs/faceworld64.yaml)",
         licence=_FW_LICENCE,
         users=("stylegan2", "stylemask", "hyperreenact", "app"),
-        sha256=None,
-        description="StyleGAN2 g_ema of face-world renders (64 px, rosinality layout {'g_ema'}, float16)",
+        sha256="3ec0e310951799749178739dec2c9e9d822995716242a3deb55656bae3385f46",
+        description="StyleGAN2 g_ema of face-world renders (64 px, rosinality layout {'g_ema'}, float16; "
+        "2750 iterations at batch 16)",
         rebuild=(
-            "python projects/stylegan2/main.py fit --config projects/stylegan2/configs/faceworld64.yaml && "
+            "python projects/stylegan2/main.py fit --config projects/stylegan2/configs/faceworld64.yaml "
+            "--trainer.max_steps 2750 --model.checkpoint_every 250 && "
             "python -m projects.stylegan2.export runs/stylegan2/faceworld64/version_0/checkpoints/last.ckpt "
             "--out pretrained/faceworld/faceworld_generator.pt --g-ema-only --half"
         ),
