@@ -162,9 +162,22 @@ def test_bad_inputs_give_messages(tmp_path):
         check_video(None, "video", 10)
 
 
-def test_missing_weights_message_is_the_cli_message(tmp_path):
+def test_generate_falls_back_to_the_shipped_face_world_generator(tmp_path):
+    from common.weights import default_path
+
+    if not default_path("faceworld_generator").is_file():
+        pytest.skip("the face-world generator is not in pretrained/faceworld/")
+    app = PaperlabApp(workdir=str(tmp_path / "w"))  # no --ckpt, and $PAPERLAB_WEIGHTS is an empty folder
+    out = app.generate("0,1", 0.7, False, 0, 1)
+    assert out["info"]["model"].startswith("shipped face-world model") and out["info"]["size"] == 64
+    assert len(out["images"]) == 2
+
+
+def test_missing_weights_message_is_the_cli_message(tmp_path, monkeypatch):
+    import projects.app.models as models
     from common.weights import MissingWeightsError, resolve
 
+    monkeypatch.setattr(models, "_faceworld_path", lambda tab: None)  # as in a checkout without pretrained/
     app = PaperlabApp(workdir=str(tmp_path / "w"))  # no --ckpt, and $PAPERLAB_WEIGHTS is an empty folder
     with pytest.raises(MissingWeightsError) as page_err:
         app.generate("0", 0.7, False, 0, 1)
