@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 # Projects that take part in `make demo` / `make bench`, in order.
-DEMOS := maskcon cgh stylegan2 hyperreenact stylemask dferclip
+DEMOS := maskcon cgh dferclip stylegan2 stylemask hyperreenact  # the two that need face-world files last
 BENCHES := maskcon generator stylegan2 cgh hyperreenact stylemask dferclip ops
 
 export OMP_NUM_THREADS ?= 2
