@@ -399,18 +399,23 @@ def _jitter_affine(images: Tensor, generator: torch.Generator, scale: float, shi
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def _attribute_inputs(batch: dict[str, Tensor], generator: torch.Generator) -> Tensor:
-    """DECA crops from jittered landmark boxes (3 in 4) or the fixed face-world box (1 in 4)."""
+def _attribute_inputs(batch: dict[str, Tensor], generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """DECA crops from jittered landmark boxes (3 in 4) or the fixed face-world box (1 in 4), and each crop's box
+    as two corners ``[n,2,2]`` (pixels): the camera target is that of the crop the network sees."""
     lm = batch["landmarks"]
-    n = lm.shape[0]
+    n, w = lm.shape[0], batch["image"].shape[-1]
     jitter = 0.04 * 64 * (2 * torch.rand(n, 1, 2, generator=generator) - 1)
     scale = 1 + 0.05 * (2 * torch.rand(n, 1, 1, generator=generator) - 1)
     centre = lm.mean(1, keepdim=True)
     lm_j = centre + (lm - centre) * scale + jitter
     crops = attribute_crop(batch["image"], lm_j)
     fixed = attribute_crop(batch["image"])
-    use_fixed = (torch.rand(n, generator=generator) < 0.25)[:, None, None, None]
-    return torch.where(use_fixed, fixed, crops)
+    use_fixed = torch.rand(n, generator=generator) < 0.25
+    left, top, right, bottom = FACEWORLD_FACE_BOX
+    fixed_box = lm.new_tensor([[left * w, top * w], [right * w, bottom * w]]).expand(n, 2, 2)
+    jitter_box = torch.stack([lm_j.min(1).values, lm_j.max(1).values], 1)
+    boxes = torch.where(use_fixed[:, None, None], fixed_box, jitter_box)
+    return torch.where(use_fixed[:, None, None, None], fixed, crops), boxes
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -450,9 +455,10 @@ def train_identity(
     return net.freeze()
 
 
-def _attribute_loss(pred: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+def _attribute_loss(pred: dict[str, Tensor], batch: dict[str, Tensor], boxes: Tensor) -> dict[str, Tensor]:
+    """Regression terms; ``boxes [n,2,2]``: the corners of each input crop's box (its camera target)."""
     ident = batch["identity"]
-    cam = _cam_from_crop(batch["landmarks"], batch["image"].shape[-1]) / _CAM_SCALE
+    cam = _cam_from_crop(boxes, batch["image"].shape[-1]) / _CAM_SCALE
     return {
         "shape": F.smooth_l1_loss(pred["shape"], ident[:, : fw.SHAPE_DIM], beta=0.05),
         "tex": F.smooth_l1_loss(pred["tex"], ident[:, fw.SHAPE_DIM :], beta=0.05),
@@ -476,8 +482,9 @@ def train_attributes(
     for step in range(steps):
         ids = fw.SPLITS["train"].start + torch.randint(0, n_train, (batch_size,), generator=g)
         batch = _batch(ids, g)
-        pred = net.raw(net.features(_attribute_inputs(batch, g)))
-        terms = _attribute_loss(pred, batch)
+        inputs, boxes = _attribute_inputs(batch, g)
+        pred = net.raw(net.features(inputs))
+        terms = _attribute_loss(pred, batch, boxes)
         loss = terms["shape"] + 0.5 * terms["tex"] + 2 * terms["exp"] + 2 * terms["angles"] + 0.5 * terms["cam"]
         opt.zero_grad(set_to_none=True)
         loss.backward()

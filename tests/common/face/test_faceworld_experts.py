@@ -172,3 +172,17 @@ def test_evaluate_command_runs_only_the_experts_named(monkeypatch, capsys, tmp_p
     with pytest.raises(SystemExit):
         fe.main(["evaluate", "bogus"])
     assert "unknown experts ['bogus']" in capsys.readouterr().err
+
+
+def test_attribute_training_camera_target_is_that_of_the_crop_seen():
+    """Each training input comes with the box it was cropped from (jittered landmark box or the fixed face-world
+    box), so the camera target matches the crop: re-cropping with the returned boxes gives the same inputs."""
+    b = batch(16, seed=3)
+    inputs, boxes = fe._attribute_inputs(b, torch.Generator().manual_seed(0))
+    assert inputs.shape == (16, 3, fe.INPUT_SIZE, fe.INPUT_SIZE) and boxes.shape == (16, 2, 2)
+    torch.testing.assert_close(fe.attribute_crop(b["image"], boxes), inputs, atol=1e-5, rtol=0)
+    fixed = fe.attribute_crop(b["image"])
+    used_fixed = [bool(torch.allclose(inputs[i], fixed[i])) for i in range(16)]
+    assert any(used_fixed) and not all(used_fixed)  # both kinds of crop occur
+    terms = fe._attribute_loss(fe.FaceWorldAttributes().raw(fe.FaceWorldAttributes().features(inputs)), b, boxes)
+    assert set(terms) == {"shape", "tex", "exp", "angles", "cam"} and all(t.isfinite() for t in terms.values())
