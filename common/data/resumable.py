@@ -26,6 +26,12 @@ class ResumableSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
         self.start = 0
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch of the permutation; passed on to a dataset with ``set_epoch`` (per-epoch augmentation seeds)."""
+        self.epoch = int(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+
     def __iter__(self) -> Iterator[int]:
         n = len(self.dataset)  # type: ignore[arg-type]
         if self.shuffle:

@@ -36,9 +36,10 @@ import torch
 from lightning.pytorch import LightningDataModule
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
+from common.data.resumable import ResumableDataLoader, ResumableSampler, trainer_progress
 from common.errors import AnnotationError, LineErrors
 
 DATASETS = (
@@ -589,64 +590,6 @@ class EvalDataset(Dataset):
         return (self.transform(image) if self.transform else image), coarse, fine, i
 
 
-class SeededShuffleSampler(DistributedSampler):
-    """This rank's share of a permutation drawn from ``seed + epoch``, resumable mid-epoch.
-
-    Unlike ``RandomSampler`` it does not touch the global RNG, so the order survives a resume. It is a
-    ``DistributedSampler`` (with explicit ``num_replicas``/``rank``), so Lightning keeps it under DDP instead of
-    wrapping it: rank r takes items r, r + W, ... of the permutation, padded by repetition to a multiple of W.
-    ``start`` skips that many of this rank's items once (a resumed epoch), then resets to 0.
-    """
-
-    def __init__(
-        self, dataset: Dataset, seed: int = 0, shuffle: bool = True, num_replicas: int = 1, rank: int = 0
-    ) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
-        self.start = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self.epoch)
-
-    def __iter__(self):
-        n = len(self.dataset)  # type: ignore[arg-type]
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(n, generator=g).tolist()
-        else:
-            order = list(range(n))
-        order += order[: self.total_size - n]
-        mine = order[self.rank : self.total_size : self.num_replicas]
-        start, self.start = self.start, 0
-        return iter(mine[start:])
-
-
-class ResumableDataLoader(DataLoader):
-    """A DataLoader that Lightning checkpoints: ``state_dict`` records the epoch and the batches already trained in
-    it (read from ``progress()``, set by the data module), ``load_state_dict`` makes the next pass start there.
-
-    Lightning loads this state before it creates the first iterator of a resumed fit, so the first batch after a
-    resume (even mid-epoch) is the one a straight run would have drawn.
-    """
-
-    progress: Callable[[], tuple[int, int]] | None = None
-
-    def state_dict(self) -> dict[str, int]:
-        epoch, done = self.progress() if self.progress is not None else (self.sampler.epoch, 0)
-        return {"epoch": int(epoch), "batches_done": int(done)}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        epoch, done = int(state["epoch"]), int(state["batches_done"])
-        if done >= len(self):
-            epoch, done = epoch + 1, 0
-        sampler = self.sampler
-        if not isinstance(sampler, SeededShuffleSampler):
-            raise TypeError(f"cannot resume a loader whose sampler is {type(sampler).__name__}")
-        sampler.set_epoch(epoch)
-        sampler.start = done * int(self.batch_size or 1)
-
-
 # ------------------------------------------------------------------------------------------ data module
 
 
@@ -780,16 +723,11 @@ class MaskConDataModule(LightningDataModule):
             raise ValueError(f"batch_size {batch} is not divisible by the {world} DDP ranks")
         return batch // world
 
-    def _progress(self) -> tuple[int, int]:
-        """(epoch, training batches done in it) of the running fit; the loader's checkpoint state."""
-        loop = self.trainer.fit_loop
-        return int(self.trainer.current_epoch), int(loop.epoch_loop.batch_progress.current.processed)
-
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
         h = self.hparams
         world, rank = self._world()
-        sampler = SeededShuffleSampler(self.train_set, seed=h.seed, shuffle=h.shuffle, num_replicas=world, rank=rank)
+        sampler = ResumableSampler(self.train_set, seed=h.seed, shuffle=h.shuffle, num_replicas=world, rank=rank)
         loader = ResumableDataLoader(
             self.train_set,
             batch_size=self._per_rank_batch(h.batch_size),
@@ -800,7 +738,7 @@ class MaskConDataModule(LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
         if self.trainer is not None:
-            loader.progress = self._progress
+            loader.progress = lambda: trainer_progress(self.trainer)
         return loader
 
     def _eval_loader(self) -> DataLoader:

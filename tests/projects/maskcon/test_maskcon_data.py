@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from common.cli import cli_main
+from common.data.resumable import ResumableSampler
 from common.errors import AnnotationError
 from projects.maskcon import data as D
 from projects.maskcon.module import MaskConModule
@@ -178,12 +179,12 @@ def test_digits_views_reproducible_and_epoch_dependent():
 
 def test_sampler_shards_and_resumes():
     ds = list(range(10))
-    full = list(D.SeededShuffleSampler(ds, seed=3))
+    full = list(ResumableSampler(ds, seed=3))
     assert sorted(full) == ds
-    r0 = list(D.SeededShuffleSampler(ds, seed=3, num_replicas=2, rank=0))
-    r1 = list(D.SeededShuffleSampler(ds, seed=3, num_replicas=2, rank=1))
+    r0 = list(ResumableSampler(ds, seed=3, num_replicas=2, rank=0))
+    r1 = list(ResumableSampler(ds, seed=3, num_replicas=2, rank=1))
     assert r0 == full[0::2] and r1 == full[1::2]
-    s = D.SeededShuffleSampler(ds, seed=3)
+    s = ResumableSampler(ds, seed=3)
     s.set_epoch(1)
     e1 = list(s)
     assert e1 != full and sorted(e1) == ds

@@ -8,7 +8,8 @@ import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
-from projects.maskcon.data import MaskConDataModule, SeededShuffleSampler
+from common.data.resumable import ResumableSampler
+from projects.maskcon.data import MaskConDataModule
 from projects.maskcon.module import MaskConModule
 
 BATCH = 8  # global batch: 4 per rank under DDP
@@ -39,7 +40,7 @@ def test_ddp_step_equals_combined_batch(mode):
     ddp, m_ddp = _fit(2, mode)
     one, m_one = _fit(1, mode)
     # rank r takes items r, r+2, ... of the epoch's order; all_gather writes rank 0's keys, then rank 1's
-    order = list(SeededShuffleSampler(list(range(BATCH)), seed=5))
+    order = list(ResumableSampler(list(range(BATCH)), seed=5))
     gathered = order[0::2] + order[1::2]
     perm = [order.index(i) for i in gathered]
     assert int(ddp.queue.ptr) == int(one.queue.ptr) == BATCH
