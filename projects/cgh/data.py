@@ -11,7 +11,7 @@ Expected layouts under ``root`` (the folder named in the error when something is
 * tinyimagenet: ``tiny-imagenet-200/{wnids.txt, train/<wnid>/images/*.JPEG, val/images/*, val/val_annotations.txt}``
 * imagenet:     ``train/<class>/*.JPEG`` and ``val/<class>/*.JPEG`` (optionally restricted by ``class_list``)
 * digits:       scikit-learn's bundled 8x8 digits (no files)
-* shapes:       procedural shapes drawn on the fly (``common.data.shapes``; no files), 5,000 train / 2,000 test
+* shapes:       procedural shapes drawn on the fly (``projects.cgh.shapes``; no files), 5,000 train / 2,000 test
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ def build_dataset(
             split="train" if split == "train" else "test", canvas=DATASETS["digits"].image_size, transform=transform
         )
     if dataset == "shapes":
-        from common.data.shapes import ProceduralShapes
+        from projects.cgh.shapes import ProceduralShapes
 
         if split not in ("train", "test"):
             raise ValueError(f"shapes: split must be train or test, got {split!r}")

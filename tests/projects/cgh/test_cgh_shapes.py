@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.data.shapes import CLASSES, NUM_CLASSES, ProceduralShapes, render_shapes
+from projects.cgh.shapes import CLASSES, NUM_CLASSES, ProceduralShapes, render_shapes
 
 
 def test_deterministic_balanced_and_uint8():
