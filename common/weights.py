@@ -461,7 +461,7 @@ register(
         source="trained by paperlab on the face world (common/stylegan2/faceworld_e4e.py)",
         licence=_FW_LICENCE,
         users=("stylemask", "hyperreenact"),
-        sha256=None,
+        sha256="16d7dc355df33272593d5b9ec00c68e55b0b261835f92ab063b544f878befd5c",
         description="e4e encoder of face-world renders into the face-world generator's W+ (64 px, float16)",
         rebuild="python -m common.stylegan2.faceworld_e4e train --out pretrained/faceworld/faceworld_e4e.pt",
     )
