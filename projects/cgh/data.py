@@ -12,6 +12,8 @@ Expected layouts under ``root`` (the folder named in the error when something is
 * imagenet:     ``train/<class>/*.JPEG`` and ``val/<class>/*.JPEG`` (optionally restricted by ``class_list``)
 * digits:       scikit-learn's bundled 8x8 digits (no files)
 * shapes:       procedural shapes drawn on the fly (``projects.cgh.shapes``; no files), 5,000 train / 2,000 test
+* shapes_hard:  the same classes with smaller objects anywhere in the frame and colours from the SSL colour jitter
+                (``projects.cgh.shapes.STYLES["shapes_hard"]``), 5,000 train / 2,000 test
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ DATASETS: dict[str, DatasetInfo] = {
     "imagenet": DatasetInfo(224, 1000, _IN_MEAN, _IN_STD),
     "digits": DatasetInfo(12, 10, (0.5,), (0.25,), in_channels=1),
     "shapes": DatasetInfo(32, 10, (0.3975, 0.3982, 0.3984), (0.2859, 0.2843, 0.2860)),
+    "shapes_hard": DatasetInfo(32, 10, (0.3506, 0.4201, 0.4707), (0.2607, 0.3103, 0.3390)),
 }
+PROCEDURAL = ("shapes", "shapes_hard")  # drawn by projects.cgh.shapes (the name is the style), no files
 
 
 # --------------------------------------------------------------------------------------------- raw readers
@@ -200,7 +204,7 @@ class FileDataset(Dataset):
 def missing_files(dataset: str, root: str | Path) -> list[str]:
     """Paths a dataset needs under ``root`` that do not exist (empty list: ready)."""
     root = Path(root)
-    if dataset in ("digits", "shapes"):
+    if dataset == "digits" or dataset in PROCEDURAL:
         return []
     if dataset in ("cifar10", "cifar100"):
         sub, train, _ = _cifar_files(dataset, "train")
@@ -243,12 +247,12 @@ def build_dataset(
         return NoisyDigits(
             split="train" if split == "train" else "test", canvas=DATASETS["digits"].image_size, transform=transform
         )
-    if dataset == "shapes":
+    if dataset in PROCEDURAL:
         from projects.cgh.shapes import ProceduralShapes
 
         if split not in ("train", "test"):
-            raise ValueError(f"shapes: split must be train or test, got {split!r}")
-        return ProceduralShapes(split, size=DATASETS["shapes"].image_size, transform=transform)
+            raise ValueError(f"{dataset}: split must be train or test, got {split!r}")
+        return ProceduralShapes(split, size=DATASETS[dataset].image_size, transform=transform, style=dataset)
     if dataset in ("cifar10", "cifar100"):
         if split not in ("train", "test"):
             raise ValueError(f"{dataset}: split must be train or test, got {split!r}")
@@ -422,7 +426,7 @@ class CGHDataModule(LightningDataModule):
     linear:   train = labeled train split with RRC + flip; val and test = test split, eval transform.
 
     Args:
-        dataset: cifar10, cifar100, stl10, tinyimagenet, imagenet or digits.
+        dataset: cifar10, cifar100, stl10, tinyimagenet, imagenet, digits, shapes or shapes_hard.
         root: folder with the files (see the module docstring).
         local_crops: multi-crop, list of ``[size, min_scale, max_scale]`` (empty: single crop).
         limit_train: use only the first N pretraining/linear training images (tests, quick runs); 0 = all.

@@ -4,12 +4,18 @@ Ten shape classes (:data:`CLASSES`), every image a new instance: the class fixes
 instance draws its own outline parameters (star depth, ring thickness, crescent bite, arm widths, aspect
 ratio), rotation, size and position, an object colour, a two-colour background gradient and a shading
 direction. The label is the shape alone; colour, position and scale are nuisances that the standard crop /
-colour-jitter / grey-scale augmentations of MoCo v2 and ReSSL remove. They do not hide the shape from pixel
-distances as much as intended: raw-pixel kNN (k 20) reaches 0.55 on the default splits (projects/cgh/README.md).
+colour-jitter / grey-scale augmentations of MoCo v2 and ReSSL remove. In the original style (``"shapes"``) they
+do not hide the shape from pixel distances as much as intended: raw-pixel kNN (k 20) reaches 0.55 on the default
+splits (projects/cgh/README.md), the objects being large and near the centre.
+
+The style ``"shapes_hard"`` (:data:`STYLES`) keeps the classes and outlines and makes the nuisances those the
+views undo: objects of radius 0.25-0.5 of the half image anywhere in the frame (the crops' translation and
+scale), mirrored half the time (the flip), one-colour backgrounds and colours drawn by MoCo v2's colour jitter and
+grey-scale from one object and one background hue (the colour views), light-on-dark or dark-on-light.
 
 Nothing is downloaded: :func:`render_shapes` draws the images from a seeded ``torch.Generator`` with signed
 distance functions, 2x supersampled and box-filtered (about 1 s per 1,000 images of 32 px on one core). The
-same ``(split, seed, n, size)`` always gives the same uint8 images; the train and test splits use different
+same ``(split, seed, n, size, style)`` always gives the same uint8 images; the train and test splits use different
 random streams, so no instance is shared.
 """
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -98,13 +105,96 @@ def _hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
     return v[:, None] - v[:, None] * s[:, None] * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
 
 
+@dataclass(frozen=True)
+class ShapeStyle:
+    """How the nuisances of one shapes data set are drawn (the classes and outlines are the same in every style).
+
+    Args:
+        scale: range of the outline radius as a fraction of the half image (uniform); the centre is uniform
+            wherever the outline stays inside the frame, so smaller objects also move further.
+        colours: ``"wide"``: object hue anywhere, saturation 0.3-1, background two hues of saturation 0-0.8
+            (the original set); ``"jitter"``: one object hue and one background hue for all images, then the
+            whole image goes through MoCo v2's colour jitter (brightness, contrast, saturation 0.4, hue 0.1,
+            each times ``jitter``, applied with probability ``jitter_p``) and grey-scale with probability
+            ``grey_p``: the colour differences between instances are those the SSL views are trained to ignore.
+        jitter, jitter_p, grey_p: strength and probabilities of the ``"jitter"`` colours.
+        polarity: light object on dark background or the reverse, half each (``False``: always light object).
+        gradient: the background is a two-colour linear gradient (``False``: one colour).
+        shade: largest amplitude of the object's linear shading.
+        noise: standard deviation of Gaussian pixel noise (0-1 scale) added after rendering.
+        inside: keep the whole outline inside the frame (the original set lets large, rotated or stretched
+            outlines touch the border and lose a sliver).
+        mirror: half the outlines are mirrored left-right (as the views' horizontal flip does).
+    """
+
+    scale: tuple[float, float] = (0.45, 0.8)
+    colours: str = "wide"
+    jitter: float = 1.0
+    jitter_p: float = 1.0
+    grey_p: float = 0.2
+    polarity: bool = True
+    gradient: bool = True
+    shade: float = 0.35
+    noise: float = 0.0
+    inside: bool = False
+    mirror: bool = False
+
+    def __post_init__(self) -> None:
+        lo, hi = self.scale
+        if not 0.1 <= lo <= hi <= 0.9:
+            raise ValueError(f"ShapeStyle: scale must satisfy 0.1 <= lo <= hi <= 0.9, got {self.scale}")
+        if self.colours not in ("wide", "jitter"):
+            raise ValueError(f"ShapeStyle: colours must be 'wide' or 'jitter', got {self.colours!r}")
+        for name in ("jitter_p", "grey_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"ShapeStyle: {name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.jitter <= 2.5:
+            raise ValueError(f"ShapeStyle: jitter must be in [0, 2.5], got {self.jitter}")
+        if self.shade < 0 or self.noise < 0:
+            raise ValueError(f"ShapeStyle: shade and noise must be >= 0, got {self.shade}, {self.noise}")
+
+
+STYLES: dict[str, ShapeStyle] = {
+    "shapes": ShapeStyle(),
+    "shapes_hard": ShapeStyle(scale=(0.25, 0.5), colours="jitter", gradient=False, inside=True, mirror=True),
+}
+
+
+def _grey(x: Tensor) -> Tensor:
+    from projects.cgh.augment import grayscale
+
+    return grayscale(x)
+
+
+def _jitter_colours(x: Tensor, style: ShapeStyle, g: torch.Generator) -> Tensor:
+    """MoCo v2 colour jitter (times ``style.jitter``) and grey-scale on rendered images in [0, 1], in chunks of
+    64 so that the order of the four jitter ops varies (the batched op draws one order per call)."""
+    from projects.cgh.augment import color_jitter
+
+    j = style.jitter
+    out = torch.empty_like(x)
+    for i in range(0, len(x), 64):
+        out[i : i + 64] = color_jitter(x[i : i + 64], 0.4 * j, 0.4 * j, 0.4 * j, min(0.5, 0.1 * j), style.jitter_p, g)
+    grey = torch.rand(len(x), generator=g) < style.grey_p
+    return torch.where(grey[:, None, None, None], _grey(out).expand_as(out), out)
+
+
 @lru_cache(maxsize=8)
-def render_shapes(n: int, size: int = 32, seed: int = 0, supersample: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def render_shapes(
+    n: int, size: int = 32, seed: int = 0, supersample: int = 2, style: str | ShapeStyle = "shapes"
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` random instances: ``(images [n, size, size, 3] uint8, labels [n] int64)``, balanced classes
-    (label ``i % 10`` before a seeded shuffle). Deterministic in ``(n, size, seed, supersample)``; cached, and
-    the arrays are read-only (the cache hands the same arrays to every caller)."""
+    (label ``i % 10`` before a seeded shuffle). ``style``: a :class:`ShapeStyle` or a name of :data:`STYLES`.
+    Deterministic in ``(n, size, seed, supersample, style)``; cached, and the arrays are read-only (the cache
+    hands the same arrays to every caller). The default style draws the same bytes as before styles existed."""
     if n < 1 or size < 8 or supersample < 1:
         raise ValueError(f"render_shapes: need n >= 1, size >= 8, supersample >= 1; got {n}, {size}, {supersample}")
+    if isinstance(style, str):
+        if style not in STYLES:
+            raise ValueError(f"render_shapes: unknown style {style!r}; choose from {sorted(STYLES)}")
+        style = STYLES[style]
+    if not isinstance(style, ShapeStyle):
+        raise TypeError(f"render_shapes: style must be a ShapeStyle or a name, got {type(style).__name__}")
     g = torch.Generator().manual_seed(int(seed) * 7919 + 12345)
 
     def u(*shape: int, lo: float = 0.0, hi: float = 1.0) -> Tensor:
@@ -112,7 +202,7 @@ def render_shapes(n: int, size: int = 32, seed: int = 0, supersample: int = 2) -
 
     labels = torch.arange(n) % NUM_CLASSES
     labels = labels[torch.randperm(n, generator=g)]
-    scale = u(n, lo=0.45, hi=0.8)  # outline radius as a fraction of the half image
+    scale = u(n, lo=style.scale[0], hi=style.scale[1])  # outline radius as a fraction of the half image
     angle = u(n, lo=-MAX_ROTATION, hi=MAX_ROTATION) * math.pi / 180
     aspect = torch.exp(u(n, lo=-0.2, hi=0.2))
     cx, cy = (u(n, lo=-1, hi=1) * (0.95 - scale)), (u(n, lo=-1, hi=1) * (0.95 - scale))
@@ -126,6 +216,25 @@ def render_shapes(n: int, size: int = 32, seed: int = 0, supersample: int = 2) -
     bg_b = _hsv_to_rgb(u(n), u(n, hi=0.8), (bg_v + u(n, lo=-0.15, hi=0.15)).clamp(0, 1))
     grad_dir, shade_dir = u(n, hi=2 * math.pi), u(n, hi=2 * math.pi)
     shade_amp = u(n, lo=0.0, hi=0.35)
+    # every style makes the draws above (so the original style's stream is unchanged); the others adjust them
+    if style.inside:  # the same draws, rescaled so that the whole outline (extent up to ~1.2 radii) stays inside
+        room = (0.98 - 1.2 * scale).clamp(min=0) / (0.95 - scale)
+        cx, cy = cx * room, cy * room
+    if not style.polarity:
+        light_obj = torch.ones_like(light_obj)
+    if style.colours == "jitter":  # one object hue and one background hue; the jitter after rendering varies them
+        hue_o, hue_b = torch.full((n,), 0.08), torch.full((n,), 0.58)
+        v_hi, v_lo = 0.8 + (v_hi - 0.65) * (0.2 / 0.35), 0.05 + (v_lo - 0.05) * (0.25 / 0.3)  # wider gap:
+        # the jitter's contrast and brightness (down to 0.6 each) and grey-scale must leave the object visible
+        obj = _hsv_to_rgb(hue_o, torch.full((n,), 0.6), torch.where(light_obj, v_hi, v_lo))
+        bg_a = _hsv_to_rgb(hue_b, torch.full((n,), 0.4), torch.where(light_obj, v_lo, v_hi))
+    elif not style.polarity:
+        obj = _hsv_to_rgb(u(n), u(n, lo=0.3, hi=1.0), v_hi)
+        bg_a = _hsv_to_rgb(u(n), u(n, hi=0.8), v_lo)
+    if not style.gradient:
+        bg_b = bg_a
+    shade_amp = shade_amp * (style.shade / 0.35)
+    mirror = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if style.mirror else torch.ones(n)
 
     s = size * supersample
     coords = (torch.arange(s, dtype=torch.float32) + 0.5) / s * 2 - 1
@@ -140,7 +249,7 @@ def render_shapes(n: int, size: int = 32, seed: int = 0, supersample: int = 2) -
         sc, an, asp = scale[idx, None, None], angle[idx, None, None], aspect[idx, None, None]
         dx, dy = gx - cx[idx, None, None], gy - cy[idx, None, None]
         ca, sa = torch.cos(an), torch.sin(an)
-        lx = (ca * dx + sa * dy) / (sc * asp.sqrt())
+        lx = (ca * dx + sa * dy) / (sc * asp.sqrt()) * mirror[idx, None, None]
         ly = (-sa * dx + ca * dy) / (sc / asp.sqrt())
         d = _sdf(c, lx, ly, param[idx, None, None]) * sc  # back to image units (approximately)
         alpha = (0.5 - d / pixel).clamp(0, 1)[:, None]  # [m, 1, s, s]
@@ -151,6 +260,10 @@ def render_shapes(n: int, size: int = 32, seed: int = 0, supersample: int = 2) -
         fg = (obj[idx, :, None, None] * shade[:, None]).clamp(0, 1)
         img = fg * alpha + bg * (1 - alpha)
         out[idx] = torch.nn.functional.avg_pool2d(img, supersample) if supersample > 1 else img
+    if style.colours == "jitter":
+        out = _jitter_colours(out.clamp(0, 1), style, g)
+    if style.noise > 0:
+        out = out + style.noise * torch.randn(out.shape, generator=g)
     images = (out.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
     labels_np = labels.numpy().astype(np.int64)
     images.setflags(write=False)
@@ -167,6 +280,7 @@ class ProceduralShapes(Dataset):
         n: number of images (default per split: :data:`DEFAULT_SIZES`).
         seed: world seed; split ``s`` uses ``seed * 100 + SPLIT_SEEDS[s]``.
         transform: applied to the PIL RGB image (None: the PIL image itself).
+        style: a name of :data:`STYLES` (``"shapes"``: the original set) or a :class:`ShapeStyle`.
     """
 
     def __init__(
@@ -176,11 +290,14 @@ class ProceduralShapes(Dataset):
         n: int | None = None,
         seed: int = 0,
         transform: Callable | None = None,
+        style: str | ShapeStyle = "shapes",
     ) -> None:
         if split not in SPLIT_SEEDS:
             raise ValueError(f"ProceduralShapes: split must be one of {sorted(SPLIT_SEEDS)}, got {split!r}")
         self.split, self.size = split, size
-        self.images, self.targets = render_shapes(n or DEFAULT_SIZES[split], size, seed * 100 + SPLIT_SEEDS[split])
+        self.images, self.targets = render_shapes(
+            n or DEFAULT_SIZES[split], size, seed * 100 + SPLIT_SEEDS[split], style=style
+        )
         self.transform = transform
 
     def __len__(self) -> int:

@@ -1,11 +1,12 @@
-"""Procedural shapes: determinism, balance, disjoint splits, and the items the CGH pipeline reads."""
+"""Procedural shapes: determinism, balance, disjoint splits, the items the CGH pipeline reads, and the styles
+(``shapes``: the original set, unchanged; ``shapes_hard``: small objects anywhere, colours from the SSL jitter)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from projects.cgh.shapes import CLASSES, NUM_CLASSES, ProceduralShapes, render_shapes
+from projects.cgh.shapes import CLASSES, NUM_CLASSES, STYLES, ProceduralShapes, ShapeStyle, render_shapes
 
 
 def test_deterministic_balanced_and_uint8():
@@ -37,3 +38,79 @@ def test_dataset_items_and_splits():
     assert not np.array_equal(tr.images, te.images)
     with pytest.raises(ValueError, match="split"):
         ProceduralShapes("val")
+
+
+def _object_mask(x: np.ndarray, thresh: float = 25.0) -> np.ndarray:
+    """Pixels that differ from the image's median border colour (the background of a one-colour style)."""
+    x = x.astype(np.float32)
+    border = np.concatenate([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], axis=1)
+    return np.abs(x - np.median(border, axis=1)[:, None, None]).max(-1) > thresh
+
+
+def test_original_style_is_unchanged():
+    # per-image pixel sums and labels of the original set as drawn before styles existed (a tolerance of a few
+    # grey levels in total per image allows last-bit differences of the float maths between CPUs)
+    x, y = render_shapes(20, 16, seed=3)
+    sums = [111539, 52267, 117752, 99036, 121879, 63481, 114573, 46078, 36465, 109299]
+    sums += [115729, 119076, 77870, 80749, 78987, 76492, 21278, 47958, 37166, 60960]
+    assert y.tolist() == [8, 2, 6, 9, 7, 1, 3, 2, 5, 4, 5, 6, 1, 0, 3, 0, 4, 9, 7, 8]
+    assert np.abs(x.reshape(20, -1).astype(np.int64).sum(1) - np.array(sums)).max() <= 8
+    assert np.array_equal(render_shapes(20, 16, seed=3, style=ShapeStyle())[0], x)
+
+
+def test_hard_style_small_visible_objects_inside_the_frame():
+    x, y = render_shapes(50, 32, seed=0, style="shapes_hard")
+    b, yb = render_shapes.__wrapped__(50, 32, seed=0, style="shapes_hard")
+    assert x.shape == (50, 32, 32, 3) and x.dtype == np.uint8
+    assert np.array_equal(x, b) and np.array_equal(y, yb)
+    assert np.bincount(y, minlength=NUM_CLASSES).tolist() == [5] * NUM_CLASSES
+    area = _object_mask(x).mean((1, 2))
+    orig, _ = render_shapes(50, 32, seed=0)
+    assert area.max() < 0.3 and area.mean() < 0.5 * _object_mask(orig, 40).mean()  # smaller objects
+    assert (area > 0.02).all()  # every object visible against its one-colour background
+    mask = _object_mask(x)
+    touches = mask[:, 0].any(1) | mask[:, -1].any(1) | mask[:, :, 0].any(1) | mask[:, :, -1].any(1)
+    assert touches.sum() <= 1  # the whole outline stays inside the frame (antialiasing may graze a border)
+
+
+def test_hard_style_colours_vary_like_the_jitter():
+    x, _ = render_shapes(200, 32, seed=0, style="shapes_hard")
+    plain, _ = render_shapes(
+        200, 32, seed=0, style=ShapeStyle(**{**STYLES["shapes_hard"].__dict__, "jitter": 0.0, "grey_p": 0.0})
+    )
+    grey = (x.max(-1) - x.min(-1)).max((1, 2)) <= 2
+    assert 0.1 < grey.mean() < 0.3  # grey-scale with probability 0.2
+    # without the jitter every background has one of two colours (light or dark band, one hue); with it they spread
+    bg_plain = plain[:, 0, 0].astype(np.float32)
+    hue_plain = np.argmax(bg_plain, 1)
+    assert len(set(hue_plain.tolist())) == 1
+    assert np.std(x[:, 0, 0].astype(np.float32), axis=0).mean() > np.std(bg_plain, axis=0).mean()
+
+
+def test_style_options_are_validated():
+    with pytest.raises(ValueError, match="unknown style"):
+        render_shapes(10, 16, style="shapes_easy")
+    with pytest.raises(TypeError, match="ShapeStyle"):
+        render_shapes(10, 16, style=3)
+    with pytest.raises(ValueError, match="scale"):
+        ShapeStyle(scale=(0.6, 0.3))
+    with pytest.raises(ValueError, match="scale"):
+        ShapeStyle(scale=(0.05, 0.3))
+    with pytest.raises(ValueError, match="colours"):
+        ShapeStyle(colours="rainbow")
+    with pytest.raises(ValueError, match="grey_p"):
+        ShapeStyle(grey_p=1.5)
+    with pytest.raises(ValueError, match="noise"):
+        ShapeStyle(noise=-0.1)
+
+
+def test_hard_dataset_through_the_cgh_data_module():
+    from projects.cgh.data import DATASETS, build_dataset, missing_files
+
+    assert missing_files("shapes_hard", "") == []
+    ds = ProceduralShapes("test", size=32, n=40, style="shapes_hard")
+    img, label, idx = ds[3]
+    assert img.size == (32, 32) and 0 <= label < NUM_CLASSES and idx == 3
+    assert DATASETS["shapes_hard"].num_classes == NUM_CLASSES
+    with pytest.raises(ValueError, match="split"):
+        build_dataset("shapes_hard", "", "unlabeled")
