@@ -1,4 +1,4 @@
-"""CPU demo: CGH vs ReSSL vs a random-init encoder vs raw pixels on the procedural shapes.
+"""CPU demo: CGH vs ReSSL vs a random-init encoder vs raw pixels on procedural shapes (``shapes_hard``).
 
 Both methods pretrain with ``configs/demo.yaml`` (ReSSL adds ``configs/demo_ressl.yaml``: the same-context
 global term, no hypercolumn head): same encoder, epochs, batch, optimiser and views. Each encoder is evaluated on
@@ -10,7 +10,10 @@ collapse monitor's effective rank and queue similarity) is saved as ``<runs>/cgh
 Every training runs in its own process with one thread (``--jobs`` at a time), so the numbers do not depend on
 how many cores the machine has:
 
-    python -m projects.cgh.demo [--seeds 0 1 2] [--epochs N] [--jobs 2]
+    python -m projects.cgh.demo [--seeds 0 1 2] [--epochs N] [--jobs 2] [--dataset shapes]
+
+``--dataset`` overrides ``data.dataset`` of ``configs/demo.yaml`` (``shapes_hard``; ``shapes`` is the original
+set with large, near-centred objects, on which raw pixels beat both methods).
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ RESSL = str(CONFIG_DIR / "demo_ressl.yaml")
 METHODS = {"CGH": [CONFIG], "ReSSL": [CONFIG, RESSL]}
 
 
-def _data_module():
+def _data_module(dataset: str | None = None):
     from projects.cgh.data import CGHDataModule
 
     cfg = yaml.safe_load(Path(CONFIG).read_text())["data"]
-    return CGHDataModule(dataset=cfg["dataset"], root=cfg.get("root", ""), num_workers=0, eval_batch_size=512)
+    return CGHDataModule(
+        dataset=dataset or cfg["dataset"], root=cfg.get("root", ""), num_workers=0, eval_batch_size=512
+    )
 
 
 @torch.no_grad()
@@ -72,7 +77,7 @@ def evaluate(model, dm) -> dict[str, float]:
     return {"knn": knn, "linear": lin}
 
 
-def train_and_evaluate(name: str, seed: int, epochs: int | None) -> dict:
+def train_and_evaluate(name: str, seed: int, epochs: int | None, dataset: str | None = None) -> dict:
     """One pretraining run (in a worker process, one thread) and its evaluation."""
     torch.set_num_threads(1)
     from common.callbacks.collapse_monitor import CollapseMonitor
@@ -84,6 +89,7 @@ def train_and_evaluate(name: str, seed: int, epochs: int | None) -> dict:
     args = ["fit"] + [a for c in METHODS[name] for a in ("--config", c)]
     args += [f"--seed_everything={seed}", "--trainer.enable_progress_bar=false"]
     args += [f"--trainer.max_epochs={epochs}"] if epochs else []
+    args += [f"--data.dataset={dataset}"] if dataset else []
     t0 = time.time()
     cli = pretrain_main(args)
     minutes = (time.time() - t0) / 60
@@ -91,7 +97,7 @@ def train_and_evaluate(name: str, seed: int, epochs: int | None) -> dict:
     knn_cb = next(c for c in cli.trainer.callbacks if isinstance(c, KNNMonitor))
     col_cb = next(c for c in cli.trainer.callbacks if isinstance(c, CollapseMonitor))
     model = CGHModule.load_from_checkpoint(ckpt, map_location="cpu")
-    res = evaluate(model, _data_module())
+    res = evaluate(model, _data_module(dataset))
     hp = {k: v for k, v in cli.model.hparams.items() if not k.startswith("_")}
     return res | {
         "name": name,
@@ -120,14 +126,14 @@ def recalibrate_bn(model, loader) -> None:
     model.eval()
 
 
-def random_init(hp: dict, seed: int, calibrate: bool) -> dict[str, float]:
+def random_init(hp: dict, seed: int, calibrate: bool, dataset: str | None = None) -> dict[str, float]:
     """The same architecture, randomly initialised with ``seed``, evaluated like the trained ones; with
     ``calibrate`` its BN statistics are first set to those of the train split (as training would)."""
     from projects.cgh.module import CGHModule
 
     torch.manual_seed(seed)
     model = CGHModule(**hp)
-    dm = _data_module()
+    dm = _data_module(dataset)
     if calibrate:
         recalibrate_bn(model, dm.test_dataloader()[0])
     return evaluate(model, dm)
@@ -137,9 +143,15 @@ def _report(r: dict) -> None:
     """One line per finished run (printed as soon as it is done: a long multi-seed demo shows progress)."""
     print(
         f"[cgh demo] seed {r['seed']} {r['name']}: kNN {r['knn']:.3f}, linear {r['linear']:.3f}, "
-        f"{r['minutes']:.1f} min, checkpoint {r['checkpoint']}",
+        f"{r['minutes']:.1f} min, checkpoint {r['checkpoint']}\n  kNN monitor per epoch: {_curve(r['curve'])}",
         flush=True,
     )
+
+
+def _curve(curve: list[tuple[int, float]]) -> str:
+    """``e1 0.231, e2 0.250, ... (best 0.41 at epoch 14)``."""
+    best = max(curve, key=lambda t: t[1])
+    return ", ".join(f"e{e} {a:.3f}" for e, a in curve) + f" (best {best[1]:.3f} at epoch {best[0]})"
 
 
 def _fmt(vals: list[float]) -> str:
@@ -181,10 +193,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=None, help="override max_epochs of configs/demo.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--jobs", type=int, default=2, help="trainings at a time (one thread each)")
+    parser.add_argument("--dataset", default=None, help="override data.dataset of configs/demo.yaml")
     args = parser.parse_args(argv)
     t0 = time.time()
     torch.set_num_threads(1)
-    jobs = [(name, seed, args.epochs) for seed in args.seeds for name in METHODS]
+    jobs = [(name, seed, args.epochs, args.dataset) for seed in args.seeds for name in METHODS]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
             runs = []
@@ -196,24 +209,32 @@ def main(argv: list[str] | None = None) -> dict:
         for j in jobs:
             runs.append(train_and_evaluate(*j))
             _report(runs[-1])
-    dm = _data_module()
+    dm = _data_module(args.dataset)
     rows: dict[str, list[dict]] = {"raw pixels": [evaluate(None, dm)]}
     for name in METHODS:
         rows[name] = [r for r in runs if r["name"] == name]
     hp = rows["CGH"][0]["hparams"]
-    rows["random init, BN fresh"] = [random_init(hp, s, calibrate=False) for s in args.seeds]
-    rows["random init, BN data"] = [random_init(hp, s, calibrate=True) for s in args.seeds]
+    rows["random init, BN fresh"] = [random_init(hp, s, False, args.dataset) for s in args.seeds]
+    rows["random init, BN data"] = [random_init(hp, s, True, args.dataset) for s in args.seeds]
     print(
-        f"\nCGH demo: procedural shapes (32 px, {len(dm.knn_datasets()[0])} train / {len(dm.knn_datasets()[1])} "
-        f"test, 10 classes), ResNet-18 width {hp['width']}, same budget per method; mean ± std over seeds {args.seeds}"
+        f"\nCGH demo: procedural shapes, dataset {dm.hparams.dataset} (32 px, {len(dm.knn_datasets()[0])} train / "
+        f"{len(dm.knn_datasets()[1])} test, 10 classes), ResNet-18 width {hp['width']}, same budget per method; "
+        f"mean ± std over seeds {args.seeds}"
     )
     print(f"{'encoder':<22}{'kNN top-1 (k=20)':>20}{'linear probe':>18}{'train min':>14}")
     for name, rs in rows.items():
         mins = _fmt([r["minutes"] for r in rs]) if "minutes" in rs[0] else "-"
         print(f"{name:<22}{_fmt([r['knn'] for r in rs]):>20}{_fmt([r['linear'] for r in rs]):>18}{mins:>14}")
     by_seed = {(r["name"], r["seed"]): r["knn"] for r in runs}
+    for name in METHODS:
+        print(f"{name} kNN per seed {args.seeds}: " + " / ".join(f"{by_seed[(name, s)]:.3f}" for s in args.seeds))
     diff = [by_seed[("CGH", s)] - by_seed[("ReSSL", s)] for s in args.seeds]
     print(f"CGH - ReSSL kNN, paired by seed: {_fmt(diff)}")
+    strongest = max((n for n in rows if n not in METHODS), key=lambda n: np.mean([r["knn"] for r in rows[n]]))
+    top = float(np.mean([r["knn"] for r in rows[strongest]]))
+    for name in METHODS:
+        gap = float(np.mean([r["knn"] for r in rows[name]])) - top
+        print(f"{name} kNN - strongest baseline ({strongest}, {top:.3f}): {gap:+.3f} (mean over seeds)")
     from common.cli import runs_root
 
     path = runs_root().resolve() / "cgh" / "demo_knn.png"
