@@ -491,7 +491,7 @@ register(
         source="trained by paperlab on the face world (projects/hyperreenact, configs/faceworld.yaml)",
         licence=_FW_LICENCE,
         users=("hyperreenact", "app"),
-        sha256=None,
+        sha256="0b4961c306cbf06cfa0fc55c6991ce19b1bcf84486a5457c358a85004a909e05",
         description="HyperReenact hypernetwork over the face-world generator (float16, with its hyperparameters)",
         rebuild=(
             "python projects/hyperreenact/main.py fit --config projects/hyperreenact/configs/faceworld.yaml && "
@@ -510,7 +510,7 @@ register(
         source="trained by paperlab on the face world (projects/stylemask, configs/faceworld.yaml, seed 0)",
         licence=_FW_LICENCE,
         users=("stylemask", "app"),
-        sha256=None,
+        sha256="c4f4942a5d24b18387b8589cf55e352be77385eefe243bf1c90e591fe6ec96c1",
         description="StyleMask mask networks over the face-world generator (with the mean latent and hyperparameters)",
         rebuild="python -m projects.stylemask.faceworld train --seed 0 --out pretrained/faceworld/faceworld_stylemask.pt",
     )
