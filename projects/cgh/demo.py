@@ -1,4 +1,4 @@
-"""CPU demo: CGH vs ReSSL vs a random-init encoder vs raw pixels on procedural shapes (``shapes_hard``).
+"""CPU demo: CGH vs ReSSL vs a random-init encoder vs raw pixels on the procedural shapes.
 
 Both methods pretrain with ``configs/demo.yaml`` (ReSSL adds ``configs/demo_ressl.yaml``: the same-context
 global term, no hypercolumn head): same encoder, epochs, batch, optimiser and views. Each encoder is evaluated on
@@ -12,8 +12,9 @@ how many cores the machine has:
 
     python -m projects.cgh.demo [--seeds 0 1 2] [--epochs N] [--jobs 2] [--dataset shapes]
 
-``--dataset`` overrides ``data.dataset`` of ``configs/demo.yaml`` (``shapes_hard``; ``shapes`` is the original
-set with large, near-centred objects, on which raw pixels beat both methods).
+``--dataset`` overrides ``data.dataset`` of ``configs/demo.yaml`` (``shapes``; ``shapes_hard`` has small objects
+anywhere in the frame and colours from the SSL jitter: raw pixels and the random encoder score lower there, and so
+do CGH and ReSSL, which do not learn its classes at this budget; projects/cgh/README.md).
 """
 
 from __future__ import annotations

@@ -125,6 +125,8 @@ class ShapeStyle:
         inside: keep the whole outline inside the frame (the original set lets large, rotated or stretched
             outlines touch the border and lose a sliver).
         mirror: half the outlines are mirrored left-right (as the views' horizontal flip does).
+        shift: the centre's range as a fraction of the room the outline leaves (1: anywhere it fits, 0: centred).
+        outline: draw only a stroke of this width (fraction of the half image) along the outline (0: filled).
     """
 
     scale: tuple[float, float] = (0.45, 0.8)
@@ -138,6 +140,8 @@ class ShapeStyle:
     noise: float = 0.0
     inside: bool = False
     mirror: bool = False
+    shift: float = 1.0
+    outline: float = 0.0
 
     def __post_init__(self) -> None:
         lo, hi = self.scale
@@ -150,6 +154,10 @@ class ShapeStyle:
                 raise ValueError(f"ShapeStyle: {name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.jitter <= 2.5:
             raise ValueError(f"ShapeStyle: jitter must be in [0, 2.5], got {self.jitter}")
+        if self.outline < 0:
+            raise ValueError(f"ShapeStyle: outline must be >= 0, got {self.outline}")
+        if not 0.0 <= self.shift <= 1.0:
+            raise ValueError(f"ShapeStyle: shift must be in [0, 1], got {self.shift}")
         if self.shade < 0 or self.noise < 0:
             raise ValueError(f"ShapeStyle: shade and noise must be >= 0, got {self.shade}, {self.noise}")
 
@@ -220,6 +228,7 @@ def render_shapes(
     if style.inside:  # the same draws, rescaled so that the whole outline (extent up to ~1.2 radii) stays inside
         room = (0.98 - 1.2 * scale).clamp(min=0) / (0.95 - scale)
         cx, cy = cx * room, cy * room
+    cx, cy = cx * style.shift, cy * style.shift
     if not style.polarity:
         light_obj = torch.ones_like(light_obj)
     if style.colours == "jitter":  # one object hue and one background hue; the jitter after rendering varies them
@@ -252,6 +261,8 @@ def render_shapes(
         lx = (ca * dx + sa * dy) / (sc * asp.sqrt()) * mirror[idx, None, None]
         ly = (-sa * dx + ca * dy) / (sc / asp.sqrt())
         d = _sdf(c, lx, ly, param[idx, None, None]) * sc  # back to image units (approximately)
+        if style.outline > 0:  # a stroke of width `outline` (fraction of the half image) along the outline
+            d = d.abs() - style.outline / 2
         alpha = (0.5 - d / pixel).clamp(0, 1)[:, None]  # [m, 1, s, s]
         t = ((gx * torch.cos(grad_dir[idx, None, None]) + gy * torch.sin(grad_dir[idx, None, None])) + 1) / 2
         bg = bg_a[idx, :, None, None] * (1 - t[:, None]) + bg_b[idx, :, None, None] * t[:, None]

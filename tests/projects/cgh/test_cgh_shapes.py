@@ -102,6 +102,33 @@ def test_style_options_are_validated():
         ShapeStyle(grey_p=1.5)
     with pytest.raises(ValueError, match="noise"):
         ShapeStyle(noise=-0.1)
+    with pytest.raises(ValueError, match="shift"):
+        ShapeStyle(shift=1.5)
+    with pytest.raises(ValueError, match="outline"):
+        ShapeStyle(outline=-0.1)
+
+
+def test_geometry_options():
+    base = ShapeStyle(colours="jitter", jitter=0.0, grey_p=0.0, gradient=False, polarity=False, inside=True)
+    yy, xx = np.mgrid[0:32, 0:32]
+
+    def centroids(style):
+        m = _object_mask(render_shapes(40, 32, seed=2, style=style)[0])
+        a = m.sum((1, 2))
+        return (m * xx).sum((1, 2)) / a, (m * yy).sum((1, 2)) / a, a
+
+    cx, cy, area = centroids(base)
+    cx0, cy0, _ = centroids(ShapeStyle(**{**base.__dict__, "shift": 0.0}))
+    assert np.abs(cx - 15.5).mean() > 3 * np.abs(cx0 - 15.5).mean()  # shift 0: every outline centred
+    assert np.abs(cx0 - 15.5).max() < 6 and np.abs(cy0 - 15.5).max() < 6  # centroid of a crescent is off-centre
+    _, _, thin = centroids(ShapeStyle(**{**base.__dict__, "outline": 0.1}))
+    labels = render_shapes(40, 32, seed=2, style=base)[1]
+    solid = np.isin(labels, [CLASSES.index("circle"), CLASSES.index("square")])
+    assert (thin[solid] < 0.8 * area[solid]).all()  # a stroke leaves the inside of a disk or square empty
+    mirrored = render_shapes(40, 32, seed=2, style=ShapeStyle(**{**base.__dict__, "mirror": True}))[0]
+    plain = render_shapes(40, 32, seed=2, style=base)[0]
+    same = [np.array_equal(a, b) for a, b in zip(mirrored, plain, strict=True)]
+    assert 0.2 < 1 - np.mean(same) <= 0.8  # about half the outlines mirrored (symmetric ones look the same)
 
 
 def test_hard_dataset_through_the_cgh_data_module():
