@@ -9,8 +9,9 @@ the generator's reconstruction error everywhere. This script splits each method'
   [-1, 1] scale; 0.03 is 4/255), the part reenactment has to get right, and
 * ``unchanged``: the rest, where copying the source is exact,
 
-and prints PSNR over each region (and over the whole image: the benchmark's PSNR, pooled over pairs) for the
-shipped StyleMask and HyperReenact and the baselines, on the benchmark's own held-out pairs::
+and prints PSNR over each region and over the whole image, each from the squared error pooled over all pairs (the
+benchmark averages per-image PSNRs instead, about 1 dB higher on these pairs), for the shipped StyleMask and
+HyperReenact and the baselines, on the benchmark's own held-out pairs::
 
     python benchmarks/faceworld_regions.py [--seeds 0 1] [--num-pairs 200] [--out runs/faceworld_benchmark/regions.json]
 """
