@@ -5,7 +5,8 @@ global term, no hypercolumn head): same encoder, epochs, batch, optimiser and vi
 the test split by the weighted kNN (k 20, T 0.07, pooled backbone features, memory = the train split) and by a
 linear probe (logistic regression on the frozen, standardised features); raw pixels and the randomly initialised
 encoder (CGH's architecture, one per seed) are the baselines. The kNN monitor's curve per epoch (with the
-collapse monitor's effective rank and queue similarity) is saved as ``<runs>/cgh/demo_knn.png``.
+collapse monitor's effective rank and queue similarity) is saved as ``<runs>/cgh/demo_knn.png``
+(``demo_knn_<dataset>.png`` with ``--dataset``).
 
 Every training runs in its own process with one thread (``--jobs`` at a time), so the numbers do not depend on
 how many cores the machine has:
@@ -238,7 +239,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name} kNN - strongest baseline ({strongest}, {top:.3f}): {gap:+.3f} (mean over seeds)")
     from common.cli import runs_root
 
-    path = runs_root().resolve() / "cgh" / "demo_knn.png"
+    name = "demo_knn.png" if args.dataset is None else f"demo_knn_{args.dataset}.png"
+    path = runs_root().resolve() / "cgh" / name
     base = {name: float(np.mean([r["knn"] for r in rows[name]])) for name in rows if name not in METHODS}
     plot(runs, base, path)
     print(f"kNN curves: {path}; total {(time.time() - t0) / 60:.1f} min with {args.jobs} job(s)")
