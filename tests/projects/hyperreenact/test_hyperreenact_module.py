@@ -30,7 +30,7 @@ def _tiny_data(root, **over):
 
 
 @pytest.fixture(scope="module")
-def tiny_batch(tmp_path_factory, _one_thread):
+def tiny_batch(tmp_path_factory, _one_thread_for_tiny_networks):
     dm = _tiny_data(tmp_path_factory.mktemp("syn"))
     dm.prepare_data()
     dm.setup("fit")
