@@ -61,8 +61,9 @@ DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(12, 10, (0.5,), (0.25,), in_channels=1),
     "shapes": DatasetInfo(32, 10, (0.3975, 0.3982, 0.3984), (0.2859, 0.2843, 0.2860)),
     "shapes_hard": DatasetInfo(32, 10, (0.3506, 0.4201, 0.4707), (0.2607, 0.3103, 0.3390)),
+    "shapes_many": DatasetInfo(32, 10, (0.3629, 0.4143, 0.4439), (0.2662, 0.3025, 0.3253)),
 }
-PROCEDURAL = ("shapes", "shapes_hard")  # drawn by projects.cgh.shapes (the name is the style), no files
+PROCEDURAL = ("shapes", "shapes_hard", "shapes_many")  # drawn by projects.cgh.shapes (the name is the style), no files
 
 
 # --------------------------------------------------------------------------------------------- raw readers

@@ -11,7 +11,10 @@ collapse monitor's effective rank and queue similarity) is saved as ``<runs>/cgh
 Every training runs in its own process with one thread (``--jobs`` at a time), so the numbers do not depend on
 how many cores the machine has:
 
-    python -m projects.cgh.demo [--seeds 0 1 2] [--epochs N] [--jobs 2] [--dataset shapes]
+    python -m projects.cgh.demo [--seeds 0 1 2] [--epochs N] [--jobs 2] [--dataset shapes] [--controls]
+
+``--controls`` adds the same encoder, views and budget trained with SimCLR's loss and with labels
+(``projects/cgh/controls.py``): they show what the pipeline can learn in the budget, apart from the objective.
 
 ``--dataset`` overrides ``data.dataset`` of ``configs/demo.yaml`` (``shapes``; ``shapes_hard`` has small objects
 anywhere in the frame and colours from the SSL jitter: raw pixels and the random encoder score lower there, and so
@@ -35,6 +38,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CONFIG = str(CONFIG_DIR / "demo.yaml")
 RESSL = str(CONFIG_DIR / "demo_ressl.yaml")
 METHODS = {"CGH": [CONFIG], "ReSSL": [CONFIG, RESSL]}
+CONTROLS = {"SimCLR (control)": "simclr", "supervised (control)": "supervised"}
 
 
 def _data_module(dataset: str | None = None):
@@ -82,6 +86,10 @@ def evaluate(model, dm) -> dict[str, float]:
 def train_and_evaluate(name: str, seed: int, epochs: int | None, dataset: str | None = None) -> dict:
     """One pretraining run (in a worker process, one thread) and its evaluation."""
     torch.set_num_threads(1)
+    if name in CONTROLS:
+        from projects.cgh.controls import train_control
+
+        return train_control(CONTROLS[name], seed, epochs, dataset)
     from common.callbacks.collapse_monitor import CollapseMonitor
     from common.callbacks.knn_monitor import KNNMonitor
     from common.cli import last_checkpoint
@@ -145,7 +153,9 @@ def _report(r: dict) -> None:
     """One line per finished run (printed as soon as it is done: a long multi-seed demo shows progress)."""
     print(
         f"[cgh demo] seed {r['seed']} {r['name']}: kNN {r['knn']:.3f}, linear {r['linear']:.3f}, "
-        f"{r['minutes']:.1f} min, checkpoint {r['checkpoint']}\n  kNN monitor per epoch: {_curve(r['curve'])}",
+        f"{r['minutes']:.1f} min"
+        + (f", checkpoint {r['checkpoint']}" if r["checkpoint"] else "")
+        + f"\n  kNN monitor per epoch: {_curve(r['curve'])}",
         flush=True,
     )
 
@@ -170,11 +180,14 @@ def plot(runs: list[dict], baselines: dict[str, float], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    colours = {"CGH": "tab:blue", "ReSSL": "tab:orange"}
+    colours = {"CGH": "tab:blue", "ReSSL": "tab:orange", "SimCLR (control)": "tab:green"}
+    colours["supervised (control)"] = "tab:purple"
     for r in runs:
         c = colours[r["name"]]
         ep, acc = zip(*r["curve"], strict=True)
         axes[0].plot(ep, acc, color=c, alpha=0.8, label=f"{r['name']} seed {r['seed']}")
+        if "collapse" not in r:  # the controls have no teacher or queue
+            continue
         cep = [e for e, _ in r["collapse"]]
         axes[1].plot(cep, [s["collapse/student_g/erank"] for _, s in r["collapse"]], color=c, alpha=0.8)
         axes[2].plot(cep, [s["collapse/queue_g/mean_cos"] for _, s in r["collapse"]], color=c, alpha=0.8)
@@ -196,10 +209,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--jobs", type=int, default=2, help="trainings at a time (one thread each)")
     parser.add_argument("--dataset", default=None, help="override data.dataset of configs/demo.yaml")
+    parser.add_argument("--controls", action="store_true", help="also train the SimCLR and supervised controls")
     args = parser.parse_args(argv)
     t0 = time.time()
     torch.set_num_threads(1)
-    jobs = [(name, seed, args.epochs, args.dataset) for seed in args.seeds for name in METHODS]
+    names = list(METHODS) + (list(CONTROLS) if args.controls else [])
+    jobs = [(name, seed, args.epochs, args.dataset) for seed in args.seeds for name in names]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
             runs = []
@@ -213,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
             _report(runs[-1])
     dm = _data_module(args.dataset)
     rows: dict[str, list[dict]] = {"raw pixels": [evaluate(None, dm)]}
-    for name in METHODS:
+    for name in names:
         rows[name] = [r for r in runs if r["name"] == name]
     hp = rows["CGH"][0]["hparams"]
     rows["random init, BN fresh"] = [random_init(hp, s, False, args.dataset) for s in args.seeds]
@@ -232,16 +247,17 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name} kNN per seed {args.seeds}: " + " / ".join(f"{by_seed[(name, s)]:.3f}" for s in args.seeds))
     diff = [by_seed[("CGH", s)] - by_seed[("ReSSL", s)] for s in args.seeds]
     print(f"CGH - ReSSL kNN, paired by seed: {_fmt(diff)}")
-    strongest = max((n for n in rows if n not in METHODS), key=lambda n: np.mean([r["knn"] for r in rows[n]]))
+    baselines = [n for n in rows if n not in names]
+    strongest = max(baselines, key=lambda n: np.mean([r["knn"] for r in rows[n]]))
     top = float(np.mean([r["knn"] for r in rows[strongest]]))
-    for name in METHODS:
+    for name in names:
         gap = float(np.mean([r["knn"] for r in rows[name]])) - top
         print(f"{name} kNN - strongest baseline ({strongest}, {top:.3f}): {gap:+.3f} (mean over seeds)")
     from common.cli import runs_root
 
     name = "demo_knn.png" if args.dataset is None else f"demo_knn_{args.dataset}.png"
     path = runs_root().resolve() / "cgh" / name
-    base = {name: float(np.mean([r["knn"] for r in rows[name]])) for name in rows if name not in METHODS}
+    base = {name: float(np.mean([r["knn"] for r in rows[name]])) for name in baselines}
     plot(runs, base, path)
     print(f"kNN curves: {path}; total {(time.time() - t0) / 60:.1f} min with {args.jobs} job(s)")
     return {"rows": rows, "runs": runs, "plot": str(path)}

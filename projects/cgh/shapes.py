@@ -127,6 +127,11 @@ class ShapeStyle:
         mirror: half the outlines are mirrored left-right (as the views' horizontal flip does).
         shift: the centre's range as a fraction of the room the outline leaves (1: anywhere it fits, 0: centred).
         outline: draw only a stroke of this width (fraction of the half image) along the outline (0: filled).
+        grid: ``g > 1`` draws objects of the image's class on a grid of cells of side ``1 / g`` of the image,
+            shifted by a random phase (so ``(g + 1) x (g + 1)`` cells cover the frame and the border cuts some
+            objects), each with its own outline parameter, rotation, aspect, mirroring, size (``scale`` is then a
+            fraction of the cell's half side) and position inside its cell; ``shift`` and ``inside`` do not apply.
+        keep: probability that a cell holds an object (``grid > 1``; at least one cell always does).
     """
 
     scale: tuple[float, float] = (0.45, 0.8)
@@ -142,6 +147,8 @@ class ShapeStyle:
     mirror: bool = False
     shift: float = 1.0
     outline: float = 0.0
+    grid: int = 1
+    keep: float = 1.0
 
     def __post_init__(self) -> None:
         lo, hi = self.scale
@@ -158,6 +165,10 @@ class ShapeStyle:
             raise ValueError(f"ShapeStyle: outline must be >= 0, got {self.outline}")
         if not 0.0 <= self.shift <= 1.0:
             raise ValueError(f"ShapeStyle: shift must be in [0, 1], got {self.shift}")
+        if not 1 <= self.grid <= 4:
+            raise ValueError(f"ShapeStyle: grid must be in 1..4, got {self.grid}")
+        if not 0.0 < self.keep <= 1.0:
+            raise ValueError(f"ShapeStyle: keep must be in (0, 1], got {self.keep}")
         if self.shade < 0 or self.noise < 0:
             raise ValueError(f"ShapeStyle: shade and noise must be >= 0, got {self.shade}, {self.noise}")
 
@@ -165,6 +176,7 @@ class ShapeStyle:
 STYLES: dict[str, ShapeStyle] = {
     "shapes": ShapeStyle(),
     "shapes_hard": ShapeStyle(scale=(0.25, 0.5), colours="jitter", gradient=False, inside=True, mirror=True),
+    "shapes_many": ShapeStyle(scale=(0.5, 0.9), colours="jitter", gradient=False, mirror=True, grid=2, keep=0.6),
 }
 
 
@@ -185,6 +197,57 @@ def _jitter_colours(x: Tensor, style: ShapeStyle, g: torch.Generator) -> Tensor:
         out[i : i + 64] = color_jitter(x[i : i + 64], 0.4 * j, 0.4 * j, 0.4 * j, min(0.5, 0.1 * j), style.jitter_p, g)
     grey = torch.rand(len(x), generator=g) < style.grey_p
     return torch.where(grey[:, None, None, None], _grey(out).expand_as(out), out)
+
+
+def _grid_objects(n: int, style: ShapeStyle, g: torch.Generator) -> dict[str, Tensor]:
+    """Per-cell draws of a ``grid`` style, ``[n, grid * grid]`` each (drawn after every other draw, so the
+    streams of the one-object styles are unchanged)."""
+    k = (style.grid + 1) ** 2
+
+    def u(lo: float = 0.0, hi: float = 1.0) -> Tensor:
+        return lo + (hi - lo) * torch.rand(n, k, generator=g)
+
+    scale = u(*style.scale)  # fraction of the cell's half side
+    room = (0.95 - 1.2 * scale).clamp(min=0)  # the centre moves as far as the outline stays in the cell
+    keep = torch.rand(n, k, generator=g) < style.keep
+    # never an empty image: one cell whose centre stays inside the frame for any phase holds an object
+    inner = torch.tensor([i * (style.grid + 1) + j for i in range(1, style.grid) for j in range(1, style.grid)])
+    keep[torch.arange(n), inner[torch.randint(len(inner), (n,), generator=g)]] = True
+    mirror = torch.where(torch.rand(n, k, generator=g) < 0.5, -1.0, 1.0) if style.mirror else torch.ones(n, k)
+    return {
+        "scale": scale,
+        "angle": u(-MAX_ROTATION, MAX_ROTATION) * math.pi / 180,
+        "aspect": torch.exp(u(-0.2, 0.2)),
+        "dx": u(-1, 1) * room,
+        "dy": u(-1, 1) * room,
+        "param": u(),
+        "phase_x": u()[:, :1].expand(n, k),
+        "phase_y": u()[:, :1].expand(n, k),
+        "keep": keep,
+        "mirror": mirror,
+    }
+
+
+def _grid_sdf(cls: int, gx: Tensor, gy: Tensor, cells: dict[str, Tensor], grid: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Union (minimum) of the signed distances of the kept cells' objects, ``[m, s, s]`` in image units, and the
+    image coordinates ``gx, gy`` broadcast to it (the shading runs across the whole image)."""
+    half = 1.0 / grid
+    d = None
+    for i in range(grid + 1):
+        for j in range(grid + 1):
+            c = i * (grid + 1) + j
+            v = {k: t[:, c, None, None] for k, t in cells.items()}
+            sc = v["scale"] * half
+            cx = -1 + (2 * j + 1) * half + v["dx"] * half - 2 * half * v["phase_x"]
+            cy = 1 - (2 * i + 1) * half + v["dy"] * half + 2 * half * v["phase_y"]
+            ca, sa = torch.cos(v["angle"]), torch.sin(v["angle"])
+            dx, dy = gx - cx, gy - cy
+            lx = (ca * dx + sa * dy) / (sc * v["aspect"].sqrt()) * v["mirror"]
+            ly = (-sa * dx + ca * dy) / (sc / v["aspect"].sqrt())
+            dc = _sdf(cls, lx, ly, v["param"]) * sc
+            dc = torch.where(v["keep"], dc, torch.full_like(dc, 10.0))
+            d = dc if d is None else torch.minimum(d, dc)
+    return d, gx.expand_as(d), gy.expand_as(d)
 
 
 @lru_cache(maxsize=8)
@@ -244,6 +307,8 @@ def render_shapes(
         bg_b = bg_a
     shade_amp = shade_amp * (style.shade / 0.35)
     mirror = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if style.mirror else torch.ones(n)
+    if style.grid > 1:
+        cells = _grid_objects(n, style, g)
 
     s = size * supersample
     coords = (torch.arange(s, dtype=torch.float32) + 0.5) / s * 2 - 1
@@ -260,7 +325,10 @@ def render_shapes(
         ca, sa = torch.cos(an), torch.sin(an)
         lx = (ca * dx + sa * dy) / (sc * asp.sqrt()) * mirror[idx, None, None]
         ly = (-sa * dx + ca * dy) / (sc / asp.sqrt())
-        d = _sdf(c, lx, ly, param[idx, None, None]) * sc  # back to image units (approximately)
+        if style.grid > 1:
+            d, lx, ly = _grid_sdf(c, gx, gy, {k: v[idx] for k, v in cells.items()}, style.grid)
+        else:
+            d = _sdf(c, lx, ly, param[idx, None, None]) * sc  # back to image units (approximately)
         if style.outline > 0:  # a stroke of width `outline` (fraction of the half image) along the outline
             d = d.abs() - style.outline / 2
         alpha = (0.5 - d / pixel).clamp(0, 1)[:, None]  # [m, 1, s, s]

@@ -1,5 +1,6 @@
 """Procedural shapes: determinism, balance, disjoint splits, the items the CGH pipeline reads, and the styles
-(``shapes``: the original set, unchanged; ``shapes_hard``: small objects anywhere, colours from the SSL jitter)."""
+(``shapes``: the original set, unchanged; ``shapes_hard``: small objects anywhere, colours from the SSL jitter;
+``shapes_many``: several objects of the class scattered over a randomly shifted grid)."""
 
 from __future__ import annotations
 
@@ -131,13 +132,58 @@ def test_geometry_options():
     assert 0.2 < 1 - np.mean(same) <= 0.8  # about half the outlines mirrored (symmetric ones look the same)
 
 
-def test_hard_dataset_through_the_cgh_data_module():
+@pytest.mark.parametrize("name", ["shapes_hard", "shapes_many"])
+def test_styled_datasets_through_the_cgh_data_module(name):
     from projects.cgh.data import DATASETS, build_dataset, missing_files
 
-    assert missing_files("shapes_hard", "") == []
-    ds = ProceduralShapes("test", size=32, n=40, style="shapes_hard")
+    assert missing_files(name, "") == []
+    ds = ProceduralShapes("test", size=32, n=40, style=name)
     img, label, idx = ds[3]
     assert img.size == (32, 32) and 0 <= label < NUM_CLASSES and idx == 3
-    assert DATASETS["shapes_hard"].num_classes == NUM_CLASSES
+    assert DATASETS[name].num_classes == NUM_CLASSES
+    # the registered normalisation is that of the train split (5,000 images, world seed 0)
+    x = render_shapes(5000, 32, seed=0, style=name)[0].astype(np.float64) / 255
+    assert np.allclose(x.mean((0, 1, 2)), DATASETS[name].mean, atol=2e-4)
+    assert np.allclose(x.std((0, 1, 2)), DATASETS[name].std, atol=2e-4)
     with pytest.raises(ValueError, match="split"):
-        build_dataset("shapes_hard", "", "unlabeled")
+        build_dataset(name, "", "unlabeled")
+
+
+def test_grid_styles_scatter_objects_of_one_class():
+    base = ShapeStyle(colours="jitter", jitter=0.0, grey_p=0.0, gradient=False, polarity=False, mirror=True)
+    many = ShapeStyle(**{**base.__dict__, "grid": 2, "scale": (0.5, 0.9), "keep": 0.6})
+    x, y = render_shapes(60, 32, seed=5, style=many)
+    b, yb = render_shapes.__wrapped__(60, 32, seed=5, style=many)
+    assert np.array_equal(x, b) and np.array_equal(y, yb)
+    assert np.bincount(y, minlength=NUM_CLASSES).tolist() == [6] * NUM_CLASSES
+    m = _object_mask(x)
+    assert (m.mean((1, 2)) > 0.02).all()  # never an empty image
+
+    # several separate objects: count the connected blobs of the object mask (4-neighbourhood flood fill)
+    def blobs(mask: np.ndarray) -> int:
+        seen, count = np.zeros_like(mask), 0
+        for i, j in zip(*np.nonzero(mask), strict=True):
+            if seen[i, j]:
+                continue
+            count, stack = count + 1, [(i, j)]
+            seen[i, j] = True
+            while stack:
+                a, c = stack.pop()
+                for da, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                    p, q = a + da, c + dc
+                    if 0 <= p < 32 and 0 <= q < 32 and mask[p, q] and not seen[p, q]:
+                        seen[p, q] = True
+                        stack.append((p, q))
+        return count
+
+    counts = np.array([blobs(mi) for mi in m])
+    assert counts.max() >= 4 and counts.min() >= 1 and len(set(counts.tolist())) >= 3  # the count varies
+    touches = m[:, 0].any(1) | m[:, -1].any(1) | m[:, :, 0].any(1) | m[:, :, -1].any(1)
+    assert touches.mean() > 0.5  # the random phase lets the border cut objects
+
+
+def test_grid_options_are_validated():
+    with pytest.raises(ValueError, match="grid"):
+        ShapeStyle(grid=5)
+    with pytest.raises(ValueError, match="keep"):
+        ShapeStyle(keep=0.0)
