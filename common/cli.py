@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
@@ -133,6 +134,31 @@ class _PrintRunDir(Callback):
         self._say(trainer, "predict done")
 
 
+def frozen_eval_modules(model: torch.nn.Module) -> tuple[int, list[str] | None]:
+    """After ``model.train()``: how many modules are in eval mode, and the roots of those eval-mode subtrees when
+    every root is a frozen evaluator (no parameter in it trains; a root without parameters or buffers holds no
+    dropout or normalisation layer, so its mode changes nothing); ``None`` otherwise (an eval-mode part that trains,
+    or a dropout left in eval mode by mistake). ``model``'s mode is restored."""
+    was = model.training
+    model.train()
+    modes = {name: m.training for name, m in model.named_modules()}
+    model.train(was)
+    evals = [n for n, training in modes.items() if not training]
+    roots = [n for n in evals if n and modes.get(n.rpartition(".")[0], True)]
+    if "" in evals:
+        return len(evals), None
+    mode_dependent = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._NormBase)
+    for root in roots:
+        sub = model.get_submodule(root)
+        params = list(sub.parameters())
+        if any(p.requires_grad for p in params):
+            return len(evals), None
+        stateless = not params and not list(sub.buffers())
+        if stateless and any(isinstance(m, mode_dependent) for m in sub.modules()):
+            return len(evals), None  # e.g. a dropout left in eval mode: not a frozen network
+    return len(evals), roots
+
+
 class PaperlabCLI(LightningCLI):
     """LightningCLI with the workspace defaults (see the module docstring)."""
 
@@ -174,6 +200,15 @@ class PaperlabCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
         super().__init__(model_class, datamodule_class, trainer_defaults=trainer_defaults, **kwargs)
+
+    def before_fit(self) -> None:
+        """Silence Lightning's "module(s) in eval mode at the start of training" when every such module belongs to a
+        frozen evaluator (StyleMask's and HyperReenact's generator, face networks and LPIPS, which their ``train()``
+        keeps in eval mode on purpose: BatchNorm statistics and no dropout). Only that exact count is silenced; an
+        eval-mode module that still trains, or any other count, keeps the warning."""
+        n, roots = frozen_eval_modules(self.model)
+        if n and roots is not None:
+            warnings.filterwarnings("ignore", message=rf"Found {n} module\(s\) in eval mode at the start of training")
 
     def before_instantiate_classes(self) -> None:
         """Point the default logger at ``<runs>/<project>/<experiment>`` unless the user chose one."""

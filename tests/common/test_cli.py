@@ -132,3 +132,36 @@ def test_two_process_ddp_fit_completes(tmp_path):
     run = tmp_path / "runs" / "toy" / "default" / "version_0"
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert proc.stdout.count("fit done") == 1  # rank 0 only
+
+
+class _WithFrozen(torch.nn.Module):
+    """A trainable part and a frozen evaluator kept in eval mode by ``train()`` (as StyleMask's and
+    HyperReenact's modules keep their generator and face networks)."""
+
+    def __init__(self, freeze: bool = True) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(4, 2)
+        self.expert = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+        for p in self.expert.parameters():
+            p.requires_grad_(not freeze)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.expert.eval()
+        return self
+
+
+def test_frozen_eval_modules_accepts_frozen_evaluators_only():
+    from common.cli import frozen_eval_modules
+
+    m = _WithFrozen()
+    m.eval()
+    assert frozen_eval_modules(m) == (4, ["expert"])  # the Sequential and its three children
+    assert not m.training  # the caller's mode is restored
+    # an eval-mode part that still trains: the warning must stay
+    assert frozen_eval_modules(_WithFrozen(freeze=False)) == (4, None)
+    # a parameterless module left in eval mode by mistake (nothing to freeze): the warning must stay
+    plain = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    plain.train = lambda mode=True: (torch.nn.Module.train(plain, mode), plain[1].eval())[0]
+    assert frozen_eval_modules(plain) == (1, None)
+    assert frozen_eval_modules(torch.nn.Linear(2, 2)) == (0, [])

@@ -454,3 +454,12 @@ def test_inference_on_face_world_frames_uses_the_models_landmarks(tiny_module, t
 
     with pytest.raises(ValueError, match="needs a landmark estimator"):
         FaceCropper(32, "landmarks")
+
+
+def test_only_frozen_networks_stay_in_eval_mode(tiny_module):
+    # the generator, encoders, face-world experts and LPIPS are frozen evaluators: the CLI silences Lightning's
+    # "module(s) in eval mode" warning for exactly this set
+    from common.cli import frozen_eval_modules
+
+    n, roots = frozen_eval_modules(tiny_module)
+    assert n > 0 and roots is not None

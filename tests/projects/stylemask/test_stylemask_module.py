@@ -208,3 +208,12 @@ def test_perceptual_term_trains_the_masks_through_lpips():
     masks = [p for n, p in module.named_parameters() if p.requires_grad]
     assert masks and all(p.grad is not None for p in masks)
     assert all(p.grad is None for p in module.lpips.parameters())
+
+
+def test_only_frozen_networks_stay_in_eval_mode():
+    # every eval-mode module lies inside a frozen evaluator (generator, face networks, inverter, LPIPS), so the CLI
+    # silences Lightning's "module(s) in eval mode" warning for this module, and only for that count
+    from common.cli import frozen_eval_modules
+
+    n, roots = frozen_eval_modules(StyleMaskModule(**_tiny_kwargs()))
+    assert n > 0 and roots is not None and any("generator" in r for r in roots)
