@@ -23,7 +23,6 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
-from common.metrics.knn import weighted_knn_scores
 from common.nn.resnet import ResNetBackbone
 from common.nn.schedules import warmup_cosine
 from projects.cgh.module import param_groups
@@ -91,16 +90,6 @@ class ControlEncoder(nn.Module):
         return F.normalize(self.backbone(x), dim=1)
 
 
-def _knn_top1(model: ControlEncoder, dm) -> float:
-    from projects.cgh.demo import _features
-
-    memory, query = dm.test_dataloader()
-    fm, ym = _features(model, memory)
-    fq, yq = _features(model, query)
-    model.train()
-    return (weighted_knn_scores(fm, ym, fq, dm.num_classes, k=20, T=0.07).argmax(1) == yq).float().mean().item()
-
-
 def train_control(
     kind: str,
     seed: int,
@@ -112,7 +101,8 @@ def train_control(
 ) -> dict:
     """Trains one control with the demo's encoder, views and optimiser and evaluates it like the demo's runs.
 
-    Returns ``{"name", "seed", "knn", "linear", "minutes", "curve": [(epoch, kNN top-1)], "checkpoint": None}``.
+    Returns ``{"name", "seed", "knn", "linear", "minutes", "steps", "loss", "curve": [(epoch, kNN top-1)],
+    "checkpoint": None}``.
     ``max_steps`` and ``n_train`` shorten the run (tests).
     """
     from projects.cgh.augment import BatchViews
@@ -133,9 +123,11 @@ def train_control(
     batch = min(int(data["batch_size"]), len(images))
     per_epoch = len(images) // batch
     total = per_epoch * epochs if max_steps is None else max_steps
-    views = BatchViews(info.image_size, info.mean, info.std, blur_prob=0.5, blur_kernel=_blur_kernel(info.image_size))
+    blur = data.get("blur_prob", 0.5)  # CGHDataModule's default when the config does not set it
+    views = BatchViews(info.image_size, info.mean, info.std, blur_prob=blur, blur_kernel=_blur_kernel(info.image_size))
     model = ControlEncoder(kind, hp["arch"], hp["cifar_stem"], hp["in_channels"], hp["width"], info.num_classes)
-    opt = torch.optim.SGD(param_groups(model, hp["weight_decay"]), lr=hp["lr"], momentum=0.9)
+    groups = param_groups(model, hp["weight_decay"], hp.get("exclude_norm_bias_wd", True))
+    opt = torch.optim.SGD(groups, lr=hp["lr"], momentum=hp.get("sgd_momentum", 0.9))
     warm = int(round(hp["warmup_epochs"] * per_epoch))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warm, total))
     dm = _data_module(dataset)
@@ -156,7 +148,8 @@ def train_control(
             sched.step()
             step += 1
         if max_steps is None:
-            curve.append((len(curve) + 1, _knn_top1(model, dm)))
+            curve.append((len(curve) + 1, evaluate(model, dm, linear=False)["knn"]))
+            model.train()
     minutes = (time.time() - t0) / 60
     model.eval()
     res = evaluate(model, dm)
@@ -167,6 +160,7 @@ def train_control(
         "minutes": minutes,
         "curve": curve,
         "checkpoint": None,
+        "steps": step,
         "loss": loss.item(),
     }
 

@@ -60,8 +60,9 @@ def _features(model, loader) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(feats), torch.cat(labels)
 
 
-def evaluate(model, dm) -> dict[str, float]:
-    """kNN top-1 and linear-probe top-1 on the test split (``model=None``: raw pixels)."""
+def evaluate(model, dm, linear: bool = True) -> dict[str, float]:
+    """kNN top-1 and linear-probe top-1 on the test split (``model=None``: raw pixels); ``linear=False``: kNN only
+    (the per-epoch curve of the controls)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -78,6 +79,8 @@ def evaluate(model, dm) -> dict[str, float]:
         fm, ym = _features(model, memory)
         fq, yq = _features(model, query)
     knn = (weighted_knn_scores(fm, ym, fq, dm.num_classes, k=20, T=0.07).argmax(1) == yq).float().mean().item()
+    if not linear:
+        return {"knn": knn}
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(fm.numpy(), ym.numpy())
     lin = float((clf.predict(fq.numpy()) == yq.numpy()).mean())
     return {"knn": knn, "linear": lin}

@@ -199,8 +199,31 @@ def _jitter_colours(x: Tensor, style: ShapeStyle, g: torch.Generator) -> Tensor:
     return torch.where(grey[:, None, None, None], _grey(out).expand_as(out), out)
 
 
+def _object_sdf(
+    cls: int,
+    gx: Tensor,
+    gy: Tensor,
+    cx: Tensor,
+    cy: Tensor,
+    scale: Tensor,
+    angle: Tensor,
+    aspect: Tensor,
+    mirror: Tensor,
+    param: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Signed distance (image units, approximately) to one outline of class ``cls`` centred at ``(cx, cy)`` with
+    radius ``scale``, rotated by ``angle``, stretched by ``aspect`` and mirrored by ``mirror`` (+-1), at the image
+    coordinates ``gx, gy``; also the object coordinates ``(lx, ly)`` (for the shading). Per-instance values are
+    ``[m, 1, 1]``, coordinates ``[1, s, s]``; results ``[m, s, s]``."""
+    dx, dy = gx - cx, gy - cy
+    ca, sa = torch.cos(angle), torch.sin(angle)
+    lx = (ca * dx + sa * dy) / (scale * aspect.sqrt()) * mirror
+    ly = (-sa * dx + ca * dy) / (scale / aspect.sqrt())
+    return _sdf(cls, lx, ly, param) * scale, lx, ly
+
+
 def _grid_objects(n: int, style: ShapeStyle, g: torch.Generator) -> dict[str, Tensor]:
-    """Per-cell draws of a ``grid`` style, ``[n, grid * grid]`` each (drawn after every other draw, so the
+    """Per-cell draws of a ``grid`` style, ``[n, (grid + 1) ** 2]`` each (drawn after every other draw, so the
     streams of the one-object styles are unchanged)."""
     k = (style.grid + 1) ** 2
 
@@ -237,14 +260,11 @@ def _grid_sdf(cls: int, gx: Tensor, gy: Tensor, cells: dict[str, Tensor], grid: 
         for j in range(grid + 1):
             c = i * (grid + 1) + j
             v = {k: t[:, c, None, None] for k, t in cells.items()}
-            sc = v["scale"] * half
             cx = -1 + (2 * j + 1) * half + v["dx"] * half - 2 * half * v["phase_x"]
             cy = 1 - (2 * i + 1) * half + v["dy"] * half + 2 * half * v["phase_y"]
-            ca, sa = torch.cos(v["angle"]), torch.sin(v["angle"])
-            dx, dy = gx - cx, gy - cy
-            lx = (ca * dx + sa * dy) / (sc * v["aspect"].sqrt()) * v["mirror"]
-            ly = (-sa * dx + ca * dy) / (sc / v["aspect"].sqrt())
-            dc = _sdf(cls, lx, ly, v["param"]) * sc
+            dc, _, _ = _object_sdf(
+                cls, gx, gy, cx, cy, v["scale"] * half, v["angle"], v["aspect"], v["mirror"], v["param"]
+            )
             dc = torch.where(v["keep"], dc, torch.full_like(dc, 10.0))
             d = dc if d is None else torch.minimum(d, dc)
     return d, gx.expand_as(d), gy.expand_as(d)
@@ -309,6 +329,7 @@ def render_shapes(
     mirror = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if style.mirror else torch.ones(n)
     if style.grid > 1:
         cells = _grid_objects(n, style, g)
+    objects = {"cx": cx, "cy": cy, "scale": scale, "angle": angle, "aspect": aspect, "mirror": mirror, "param": param}
 
     s = size * supersample
     coords = (torch.arange(s, dtype=torch.float32) + 0.5) / s * 2 - 1
@@ -320,15 +341,11 @@ def render_shapes(
         idx = (labels == c).nonzero().flatten()
         if len(idx) == 0:
             continue
-        sc, an, asp = scale[idx, None, None], angle[idx, None, None], aspect[idx, None, None]
-        dx, dy = gx - cx[idx, None, None], gy - cy[idx, None, None]
-        ca, sa = torch.cos(an), torch.sin(an)
-        lx = (ca * dx + sa * dy) / (sc * asp.sqrt()) * mirror[idx, None, None]
-        ly = (-sa * dx + ca * dy) / (sc / asp.sqrt())
         if style.grid > 1:
             d, lx, ly = _grid_sdf(c, gx, gy, {k: v[idx] for k, v in cells.items()}, style.grid)
         else:
-            d = _sdf(c, lx, ly, param[idx, None, None]) * sc  # back to image units (approximately)
+            one = {k: v[idx, None, None] for k, v in objects.items()}
+            d, lx, ly = _object_sdf(c, gx, gy, **one)
         if style.outline > 0:  # a stroke of width `outline` (fraction of the half image) along the outline
             d = d.abs() - style.outline / 2
         alpha = (0.5 - d / pixel).clamp(0, 1)[:, None]  # [m, 1, s, s]

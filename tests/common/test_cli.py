@@ -165,3 +165,34 @@ def test_frozen_eval_modules_accepts_frozen_evaluators_only():
     plain.train = lambda mode=True: (torch.nn.Module.train(plain, mode), plain[1].eval())[0]
     assert frozen_eval_modules(plain) == (1, None)
     assert frozen_eval_modules(torch.nn.Linear(2, 2)) == (0, [])
+
+
+class FrozenExpertModule(ToyModule):
+    """ToyModule with a second network kept in eval mode by ``train()``: frozen, or (by mistake) still trainable."""
+
+    def __init__(self, lr: float = 0.1, hidden: int = 4, freeze_expert: bool = True) -> None:
+        super().__init__(lr, hidden)
+        self.expert = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.Dropout(0.1))
+        self.expert.requires_grad_(not freeze_expert)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.expert.eval()
+        return self
+
+
+def test_fit_silences_the_eval_mode_warning_only_for_frozen_networks(tmp_path, monkeypatch):
+    import warnings
+
+    monkeypatch.chdir(tmp_path)
+
+    def eval_mode_warnings(freeze: bool) -> list[str]:
+        args = ["fit", "--trainer.max_epochs=1", "--trainer.logger=false", "--trainer.enable_checkpointing=false"]
+        args += ["--trainer.enable_progress_bar=false", f"--model.freeze_expert={str(freeze).lower()}"]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cli_main(FrozenExpertModule, ToyData, project="toy", args=args)
+        return [str(w.message) for w in caught if "in eval mode at the start of training" in str(w.message)]
+
+    assert eval_mode_warnings(freeze=True) == []
+    assert len(eval_mode_warnings(freeze=False)) == 1  # an eval-mode part that trains: Lightning's warning stays

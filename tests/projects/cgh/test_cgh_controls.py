@@ -45,7 +45,13 @@ def test_control_encoder_outputs():
 @pytest.mark.parametrize("kind", ["simclr", "supervised"])
 def test_short_control_run_is_evaluated_like_the_demo(kind):
     torch.set_num_threads(1)
-    r = train_control(kind, seed=0, dataset="shapes_many", max_steps=2, n_train=128)
+    # the budget: epochs x (n_train // batch 64) steps (the demo's drop_last loader), or max_steps across epochs
+    if kind == "simclr":
+        r = train_control(kind, seed=0, dataset="shapes_many", epochs=1, n_train=150)
+        assert r["steps"] == 2 and [e for e, _ in r["curve"]] == [1]  # one kNN point per epoch
+    else:
+        r = train_control(kind, seed=0, dataset="shapes_many", max_steps=3, n_train=128)
+        assert r["steps"] == 3 and r["curve"] == []
     assert r["name"].endswith("(control)") and r["seed"] == 0
     assert 0.0 <= r["knn"] <= 1.0 and 0.0 <= r["linear"] <= 1.0 and math.isfinite(r["loss"])
     with pytest.raises(ValueError, match="procedural"):

@@ -180,6 +180,10 @@ def test_grid_styles_scatter_objects_of_one_class():
     assert counts.max() >= 4 and counts.min() >= 1 and len(set(counts.tolist())) >= 3  # the count varies
     touches = m[:, 0].any(1) | m[:, -1].any(1) | m[:, :, 0].any(1) | m[:, :, -1].any(1)
     assert touches.mean() > 0.5  # the random phase lets the border cut objects
+    # even when almost every cell is dropped, one cell inside the frame keeps an object
+    sparse = ShapeStyle(**{**many.__dict__, "keep": 0.01})
+    ms = _object_mask(render_shapes(60, 32, seed=5, style=sparse)[0])
+    assert (ms.mean((1, 2)) > 0.01).all() and np.array([blobs(mi) for mi in ms]).max() <= 2
 
 
 def test_grid_options_are_validated():
