@@ -189,7 +189,8 @@ class BatchViews:
     weak: RandomResizedCrop(size, scale) + flip + Normalize (the teacher's view); strong (the student's):
     RandomResizedCrop(size, scale), ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8, RandomGrayscale(0.2),
     GaussianBlur(kernel, sigma 0.1-2) with ``blur_prob``, flip, Normalize; ``local_crops`` adds strong views
-    ``(size, min_scale, max_scale)`` (ReSSL multi-crop).
+    ``(size, min_scale, max_scale)`` (ReSSL multi-crop). ``teacher_view="strong"`` makes the first view a second
+    strong one (MoCo v2's symmetric recipe; ReSSL's point is the weak one).
     """
 
     def __init__(
@@ -201,7 +202,11 @@ class BatchViews:
         blur_prob: float = 0.5,
         blur_kernel: int = 3,
         local_crops: Sequence[tuple[int, float, float]] = (),
+        teacher_view: str = "weak",
     ) -> None:
+        if teacher_view not in ("weak", "strong"):
+            raise ValueError(f"BatchViews: teacher_view must be 'weak' or 'strong', got {teacher_view!r}")
+        self.teacher_view = teacher_view
         self.size, self.scale = size, tuple(scale)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
@@ -234,6 +239,7 @@ class BatchViews:
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
         """``images [B, 3, H, W]`` uint8 (or float in [0, 1]) -> ``[weak, strong, *local]``."""
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        views = [self.weak(x, generator), self.strong(x, g=generator)]
+        first = self.weak(x, generator) if self.teacher_view == "weak" else self.strong(x, g=generator)
+        views = [first, self.strong(x, g=generator)]
         views += [self.strong(x, s, (lo, hi), generator) for s, lo, hi in self.local_crops]
         return views

@@ -435,6 +435,8 @@ class CGHDataModule(LightningDataModule):
         batch_views: pretraining views made per batch by ``projects.cgh.augment.BatchViews`` after the batch
             is on the device (same recipe, about 20x faster than the per-image PIL pipeline on small images);
             the loader then yields uint8 images. RGB datasets only.
+        teacher_view: ``weak`` (ReSSL/CGH) or ``strong`` (the teacher gets a second strong view, MoCo v2's
+            recipe; an ablation, with ``batch_views`` only).
     """
 
     def __init__(
@@ -452,8 +454,13 @@ class CGHDataModule(LightningDataModule):
         limit_train: int = 0,
         limit_eval: int = 0,
         batch_views: bool = False,
+        teacher_view: str = "weak",
     ) -> None:
         super().__init__()
+        if teacher_view not in ("weak", "strong"):
+            raise ValueError(f"teacher_view must be 'weak' or 'strong', got {teacher_view!r}")
+        if teacher_view != "weak" and not batch_views:
+            raise ValueError("teacher_view='strong' needs batch_views: true")
         if dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(DATASETS)}")
         if task not in ("pretrain", "linear"):
@@ -492,6 +499,7 @@ class CGHDataModule(LightningDataModule):
                     blur_prob=h.blur_prob,
                     blur_kernel=_blur_kernel(size),
                     local_crops=crops,
+                    teacher_view=h.teacher_view,
                 )
                 tf = (
                     T.Compose([T.Resize(size), T.CenterCrop(size), T.PILToTensor()])

@@ -20,14 +20,15 @@ from common.nn.resnet import ResNetBackbone
 
 
 class GlobalHead(nn.Module):
-    """ReSSL's projection: ``L2norm(Linear(C, hidden) -> ReLU -> Linear(hidden, D))`` (no BN).
+    """ReSSL's projection: ``L2norm(Linear(C, hidden) -> ReLU -> Linear(hidden, D))`` (no BN; ``head_bn`` adds a
+    BN after the hidden layer, as SimCLR's and MoCo v3's heads have).
 
     forward(h ``[B, C]``, the GAP of the last stage) -> ``[B, D]`` unit vectors.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int = 4096, out_dim: int = 128) -> None:
+    def __init__(self, in_dim: int, hidden_dim: int = 4096, out_dim: int = 128, head_bn: bool = False) -> None:
         super().__init__()
-        self.mlp = MLPHead(in_dim, hidden_dim, out_dim, num_layers=2, hidden_bn=False, last_bn=False)
+        self.mlp = MLPHead(in_dim, hidden_dim, out_dim, num_layers=2, hidden_bn=head_bn, last_bn=False)
 
     def forward(self, h: Tensor) -> Tensor:
         return F.normalize(self.mlp(h), dim=1)
@@ -42,7 +43,9 @@ class HypercolumnHead(nn.Module):
     weights are defined but unused).
     """
 
-    def __init__(self, in_channels: Sequence[int], hidden_dim: int = 4096, out_dim: int = 128) -> None:
+    def __init__(
+        self, in_channels: Sequence[int], hidden_dim: int = 4096, out_dim: int = 128, head_bn: bool = False
+    ) -> None:
         super().__init__()
         if not in_channels:
             raise ValueError("HypercolumnHead needs at least one stage")
@@ -53,7 +56,7 @@ class HypercolumnHead(nn.Module):
             nn.BatchNorm2d(width),
             nn.ReLU(inplace=True),
         )
-        self.mlp = MLPHead(width, hidden_dim, out_dim, num_layers=2, hidden_bn=False, last_bn=False)
+        self.mlp = MLPHead(width, hidden_dim, out_dim, num_layers=2, hidden_bn=head_bn, last_bn=False)
 
     def hypercolumn(self, maps: Sequence[Tensor]) -> Tensor:
         """Concatenated hypercolumn ``[B, sum C_i, H_last, W_last]``."""
@@ -89,6 +92,7 @@ class CGHNetwork(nn.Module):
         global_dim: int = 128,
         hyper_dim: int = 128,
         mlp_hidden: int = 4096,
+        head_bn: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = ResNetBackbone(arch=arch, cifar_stem=cifar_stem, in_channels=in_channels, width=width)
@@ -100,9 +104,11 @@ class CGHNetwork(nn.Module):
         order = [s for s in known if s in self.hyper_layers]
         if order != list(self.hyper_layers):
             raise ValueError(f"hyper_layers must be in stage order {known}, got {self.hyper_layers}")
-        self.global_head = GlobalHead(self.backbone.out_dim, mlp_hidden, global_dim)
+        self.global_head = GlobalHead(self.backbone.out_dim, mlp_hidden, global_dim, head_bn)
         self.hyper_head = (
-            HypercolumnHead([self.backbone.stage_channels[s] for s in self.hyper_layers], mlp_hidden, hyper_dim)
+            HypercolumnHead(
+                [self.backbone.stage_channels[s] for s in self.hyper_layers], mlp_hidden, hyper_dim, head_bn
+            )
             if self.hyper_layers
             else None
         )

@@ -51,6 +51,8 @@ class CGHModule(CheckpointMixin, LightningModule):
         arch, cifar_stem, in_channels, width: the ResNet (``common.nn.resnet.ResNetBackbone``).
         hyper_layers: stages feeding the hypercolumn head (official: layer3, layer4); empty for ReSSL.
         global_dim, hyper_dim, mlp_hidden: head sizes (ImageNet official: 512, 512, 4096).
+        head_bn: BN after the hidden layer of both heads' MLPs (SimCLR/MoCo v3 style; the official heads have
+            none).
         queue_size: K, rows of each queue (the two queues share their write position).
         momentum: EMA momentum of the teacher (backbone and both heads).
         temp_global_student / temp_global_teacher: tau_s^g / tau_t^g (official 0.1 / 0.04).
@@ -83,6 +85,7 @@ class CGHModule(CheckpointMixin, LightningModule):
         global_dim: int = 128,
         hyper_dim: int = 128,
         mlp_hidden: int = 4096,
+        head_bn: bool = False,
         queue_size: int = 4096,
         momentum: float = 0.999,
         temp_global_student: float = 0.1,
@@ -128,6 +131,7 @@ class CGHModule(CheckpointMixin, LightningModule):
             global_dim,
             hyper_dim,
             mlp_hidden,
+            head_bn,
         )
         if split_bn > 1:
             split_batchnorm_(self.student.backbone, split_bn)

@@ -103,3 +103,20 @@ def test_datamodule_batch_views_in_training_only():
     assert dm.on_after_batch_transfer((x, y, idx), 0)[0] is x
     with pytest.raises(ValueError, match="RGB"):
         CGHDataModule(dataset="digits", root="", batch_views=True)
+
+
+def test_batch_views_teacher_view_strong_is_a_second_strong_view():
+    info = DATASETS["shapes"]
+    imgs = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    x = imgs.float() / 255
+    default = BatchViews(32, info.mean, info.std)
+    strong = BatchViews(32, info.mean, info.std, teacher_view="strong")
+    first_default = default(imgs, generator=torch.Generator().manual_seed(3))[0]
+    first_strong = strong(imgs, generator=torch.Generator().manual_seed(3))[0]
+    torch.testing.assert_close(first_default, default.weak(x, torch.Generator().manual_seed(3)))
+    torch.testing.assert_close(first_strong, default.strong(x, g=torch.Generator().manual_seed(3)))
+    assert not torch.allclose(first_default, first_strong)
+    with pytest.raises(ValueError, match="teacher_view"):
+        BatchViews(32, info.mean, info.std, teacher_view="medium")
+    with pytest.raises(ValueError, match="batch_views"):
+        CGHDataModule(dataset="shapes", root="", teacher_view="strong")

@@ -177,3 +177,16 @@ def test_optimizer_groups_and_schedule():
     # the module's LambdaLR is common.nn.schedules.warmup_cosine(step, warm-up steps, total steps)
     assert warmup_cosine(0, 10, 100) == 0.0
     assert warmup_cosine(10, 10, 100) == pytest.approx(1.0)
+
+
+def test_head_bn_option_adds_bn_to_both_mlps_and_is_off_by_default():
+    def bns(net):
+        return [type(m).__name__ for m in (*net.global_head.mlp.modules(), *net.hyper_head.mlp.modules())]
+
+    official = CGHNetwork("resnet18", width=8, global_dim=16, hyper_dim=12, mlp_hidden=32)
+    assert "BatchNorm1d" not in bns(official)
+    m = CGHModule(**SMALL, head_bn=True)
+    assert bns(m.student).count("BatchNorm1d") == 2 and bns(m.teacher).count("BatchNorm1d") == 2
+    loss, _ = m.step(_batch(), alpha=1.0)
+    loss.backward()
+    assert m.student.global_head.mlp.net[1].weight.grad is not None
