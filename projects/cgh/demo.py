@@ -1,4 +1,4 @@
-"""CPU demo: CGH vs ReSSL vs a random-init encoder vs raw pixels on the procedural shapes.
+"""CPU demo: CGH vs ReSSL vs a random-init encoder vs raw pixels on the procedural ``shapes_many``.
 
 Both methods pretrain with ``configs/demo.yaml`` (ReSSL adds ``configs/demo_ressl.yaml``: the same-context
 global term, no hypercolumn head): same encoder, epochs, batch, optimiser and views. Each encoder is evaluated on
@@ -11,14 +11,14 @@ collapse monitor's effective rank and queue similarity) is saved as ``<runs>/cgh
 Every training runs in its own process with one thread (``--jobs`` at a time), so the numbers do not depend on
 how many cores the machine has:
 
-    python -m projects.cgh.demo [--seeds 0 1 2] [--epochs N] [--jobs 2] [--dataset shapes] [--controls]
+    python -m projects.cgh.demo [--seeds 0 1 2] [--epochs N] [--jobs 2] [--dataset shapes_many] [--controls]
 
 ``--controls`` adds the same encoder, views and budget trained with SimCLR's loss and with labels
 (``projects/cgh/controls.py``): they show what the pipeline can learn in the budget, apart from the objective.
 
-``--dataset`` overrides ``data.dataset`` of ``configs/demo.yaml`` (``shapes``; ``shapes_hard`` has small objects
-anywhere in the frame and colours from the SSL jitter: raw pixels and the random encoder score lower there, and so
-do CGH and ReSSL, which do not learn its classes at this budget; projects/cgh/README.md).
+``--dataset`` overrides ``data.dataset`` of ``configs/demo.yaml`` (``shapes_many``: several objects of the class per
+image, so raw pixels and the random encoder score low; ``shapes``, one centred object, and ``shapes_hard``, one
+small object anywhere, are the earlier sets; projects/cgh/README.md).
 """
 
 from __future__ import annotations

@@ -95,5 +95,15 @@ def test_every_config_parses(config):
         # a small queue keeps the ImageNet configs cheap to instantiate; everything else as written
         cli = cli_main(CGHModule, CGHDataModule, project="cgh", args=[*args, "--model.queue_size=64"], run=False)
         assert isinstance(cli.model, CGHModule)
-    known = ("cifar10", "cifar100", "stl10", "tinyimagenet", "imagenet", "digits", "shapes", "shapes_hard")
+    known = (
+        "cifar10",
+        "cifar100",
+        "stl10",
+        "tinyimagenet",
+        "imagenet",
+        "digits",
+        "shapes",
+        "shapes_hard",
+        "shapes_many",
+    )
     assert cli.datamodule.hparams.dataset in known
