@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 _GREY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
+# the teacher's view: ReSSL's weak one, or a second strong one (an ablation)
+TEACHER_VIEWS = ("weak", "strong")
 
 
 def _rand(n: int, lo: float, hi: float, generator: torch.Generator | None) -> Tensor:
@@ -204,8 +206,8 @@ class BatchViews:
         local_crops: Sequence[tuple[int, float, float]] = (),
         teacher_view: str = "weak",
     ) -> None:
-        if teacher_view not in ("weak", "strong"):
-            raise ValueError(f"BatchViews: teacher_view must be 'weak' or 'strong', got {teacher_view!r}")
+        if teacher_view not in TEACHER_VIEWS:
+            raise ValueError(f"BatchViews: teacher_view must be one of {TEACHER_VIEWS}, got {teacher_view!r}")
         self.teacher_view = teacher_view
         self.size, self.scale = size, tuple(scale)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)

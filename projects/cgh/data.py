@@ -35,6 +35,7 @@ from torchvision import transforms as T
 
 from common.data.transforms import MultiViews
 from common.errors import LineErrors
+from projects.cgh.augment import TEACHER_VIEWS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -457,8 +458,8 @@ class CGHDataModule(LightningDataModule):
         teacher_view: str = "weak",
     ) -> None:
         super().__init__()
-        if teacher_view not in ("weak", "strong"):
-            raise ValueError(f"teacher_view must be 'weak' or 'strong', got {teacher_view!r}")
+        if teacher_view not in TEACHER_VIEWS:
+            raise ValueError(f"teacher_view must be one of {TEACHER_VIEWS}, got {teacher_view!r}")
         if teacher_view != "weak" and not batch_views:
             raise ValueError("teacher_view='strong' needs batch_views: true")
         if dataset not in DATASETS:

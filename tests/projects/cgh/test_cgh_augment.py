@@ -120,3 +120,5 @@ def test_batch_views_teacher_view_strong_is_a_second_strong_view():
         BatchViews(32, info.mean, info.std, teacher_view="medium")
     with pytest.raises(ValueError, match="batch_views"):
         CGHDataModule(dataset="shapes", root="", teacher_view="strong")
+    with pytest.raises(ValueError, match="teacher_view must be one of"):
+        CGHDataModule(dataset="shapes", root="", batch_views=True, teacher_view="medium")

@@ -9,7 +9,7 @@ import torch
 
 from common.cli import cli_main, last_checkpoint
 from common.nn.resnet import ResNetBackbone
-from projects.cgh.data import CGHDataModule
+from projects.cgh.data import DATASETS, CGHDataModule
 from projects.cgh.linear import CGHLinearProbe, load_pretrained_backbone
 from projects.cgh.linear_main import main as linear_main
 from projects.cgh.main import main
@@ -95,15 +95,4 @@ def test_every_config_parses(config):
         # a small queue keeps the ImageNet configs cheap to instantiate; everything else as written
         cli = cli_main(CGHModule, CGHDataModule, project="cgh", args=[*args, "--model.queue_size=64"], run=False)
         assert isinstance(cli.model, CGHModule)
-    known = (
-        "cifar10",
-        "cifar100",
-        "stl10",
-        "tinyimagenet",
-        "imagenet",
-        "digits",
-        "shapes",
-        "shapes_hard",
-        "shapes_many",
-    )
-    assert cli.datamodule.hparams.dataset in known
+    assert cli.datamodule.hparams.dataset in DATASETS
