@@ -78,7 +78,7 @@ reproduce-maskcon: $(VENV)/.installed ## Train+test one MaskCon paper config: ma
 	$(PY) -m projects.maskcon.reproduce --dataset $(MASKCON_DATASET) --method $(or $(METHOD),maskcon) \
 		$(if $(DATA_ROOT),--data_root $(DATA_ROOT)) --devices $(or $(DEVICES),1)
 
-demo-cgh: $(VENV)/.installed ## CGH vs ReSSL vs random-init encoder vs raw pixels on procedural shapes (shapes_many), kNN + linear probe, kNN curve image (CPU, ~10 min on 2 cores)
+demo-cgh: $(VENV)/.installed ## CGH vs ReSSL vs random-init encoder vs raw pixels on procedural shapes (shapes_many), kNN + linear probe, kNN curve image (CPU, ~12 min on 2 cores)
 	$(PY) -m projects.cgh.demo
 
 bench-cgh: $(VENV)/.installed ## CGH/ReSSL pretraining step: R18 32px b256, R50 224px b32 (GPU when present)
