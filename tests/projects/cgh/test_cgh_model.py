@@ -190,3 +190,26 @@ def test_head_bn_option_adds_bn_to_both_mlps_and_is_off_by_default():
     loss, _ = m.step(_batch(), alpha=1.0)
     loss.backward()
     assert m.student.global_head.mlp.net[1].weight.grad is not None
+
+
+def test_demo_hypercolumn_layer2_layer3_keeps_a_grid_at_32px():
+    """The demo's scaling (configs/demo.yaml): with the ImageNet stem at 32 px, layer4 is 1x1, so the hypercolumn
+    takes layer2 (4x4) and layer3 (2x2) on layer3's 2x2 grid; its loss trains layer2, and layer4 only through g."""
+    torch.manual_seed(0)
+    net = CGHNetwork(
+        "resnet18",
+        cifar_stem=False,
+        width=8,
+        hyper_layers=("layer2", "layer3"),
+        global_dim=16,
+        hyper_dim=12,
+        mlp_hidden=32,
+    )
+    x = torch.randn(4, 3, 32, 32)
+    maps = net.backbone.forward_stages(x, stages=("layer2", "layer3", "layer4"))
+    assert maps["layer2"].shape[-2:] == (4, 4) and maps["layer3"].shape[-2:] == (2, 2)
+    assert maps["layer4"].shape[-2:] == (1, 1)
+    assert net.hyper_head.hypercolumn([maps["layer2"], maps["layer3"]]).shape == (4, 16 + 32, 2, 2)
+    net(x)["h"].sum().backward()
+    assert sum(p.grad.abs().sum() for p in net.backbone.layer2.parameters()) > 0
+    assert all(p.grad is None for p in net.backbone.layer4.parameters())
