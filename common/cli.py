@@ -11,6 +11,8 @@
   printed when the command starts and when it ends;
 * checked checkpoints: ``--ckpt_path`` is checked right after parsing, before anything is built (readable, a
   Lightning checkpoint, of this project's module), and read through ``CheckedCheckpointIO`` (NaN/Inf refused);
+  Lightning then takes the model's hyperparameters from the checkpoint over the config and the command line (an
+  exact resume), and the CLI names every value of the user's that this replaces;
 * user errors (a missing or broken file, bad data: ``common.errors``) print their message alone and exit with
   status 1; ``--debug`` (anywhere on the command line) or ``PAPERLAB_DEBUG=1`` shows the traceback.
 """
@@ -263,7 +265,44 @@ class PaperlabCLI(LightningCLI):
                 ckpt = read_checkpoint(ckpt_path, "Lightning checkpoint", mmap=True)
                 model_class = self.model_class if isinstance(self.model_class, type) else None
                 check_lightning_checkpoint(ckpt, ckpt_path, model_class)
+        before = _model_options(self.config[sub]) if sub else {}
         super()._parse_ckpt_path()
+        after = _model_options(self.config[sub]) if sub else {}
+        replaced = {k: (v, after[k]) for k, v in before.items() if k in after and after[k] != v}
+        if replaced:
+            # Lightning gives the checkpoint's hyperparameters precedence over the config and the command line
+            # (an exact resume), silently: say which of the user's values are not used.
+            lines = "".join(f"\n  model.{k}: {mine!r} -> {theirs!r}" for k, (mine, theirs) in sorted(replaced.items()))
+            print(
+                f"[paperlab] {ckpt_path}: the run continues with the checkpoint's model hyperparameters, so these "
+                f"values from the config or the command line are not used:{lines}\n"
+                "  To train with other values, start a new run from the checkpoint's weights instead of resuming.",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _model_options(cfg: Any) -> dict[str, Any]:
+    """The ``model`` section of a parsed subcommand config as flat ``{dotted key: value}`` (tuples as lists)."""
+    model = cfg.get("model") if hasattr(cfg, "get") else None
+    if model is None:
+        return {}
+    tree = model.as_dict() if hasattr(model, "as_dict") else dict(model)
+
+    def norm(v: Any) -> Any:
+        return [norm(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}{k}.", v)
+        else:
+            flat[prefix[:-1]] = norm(node)
+
+    walk("", tree)
+    return flat
 
 
 def cli_main(

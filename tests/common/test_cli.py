@@ -76,6 +76,22 @@ def test_fit_writes_predictable_run_folder_and_reruns(tmp_path, capsys):
     assert "test/mse" in cli.trainer.callback_metrics
 
 
+def test_resume_names_the_options_the_checkpoint_replaces(tmp_path, capsys):
+    cfg = tmp_path / "myexp.yaml"
+    cfg.write_text("model:\n  hidden: 3\ntrainer:\n  max_epochs: 1\n  enable_model_summary: false\n")
+    _run(["fit", "--config", str(cfg)])
+    last = tmp_path / "runs" / "toy" / "myexp" / "version_0" / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    # the same config: nothing to say
+    _run(["fit", "--config", str(cfg), "--trainer.max_epochs=2", "--ckpt_path", str(last)])
+    assert "not used" not in capsys.readouterr().err
+    # a changed learning rate is not used by a resume (Lightning's precedence), and the CLI says so
+    cli = _run(["fit", "--config", str(cfg), "--model.lr=0.5", "--trainer.max_epochs=2", "--ckpt_path", str(last)])
+    err = capsys.readouterr().err
+    assert cli.model.hparams.lr == 0.1
+    assert str(last) in err and "model.lr: 0.5 -> 0.1" in err and "model.hidden" not in err
+
+
 class WorseningModule(ToyModule):
     """Its monitored score only gets worse, so the best checkpoint stays at epoch 0."""
 
