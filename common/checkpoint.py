@@ -7,6 +7,9 @@
 * ``load_lightning_checkpoint(path, module_class)``: the above plus "is this a Lightning checkpoint, and of
   this module?"; a plain state dict, another training script's dict or another project's checkpoint each get
   their own message (saying what the file looks like instead).
+* ``run_checkpoint(path)``: a checkpoint file as given, or a run folder's ``last.ckpt``: ``.../version_N`` or an
+  experiment folder ``runs/<project>/<experiment>`` (its newest version), so that "train, then export" commands
+  never pick up an older run of the same experiment.
 * ``CheckpointMixin``: put before ``LightningModule`` in a project module's bases; it tags saved checkpoints
   with the module's class and routes ``Module.load_from_checkpoint`` and the Trainer's ``ckpt_path`` through
   the checks above. ``common.cli`` checks ``main.py fit/validate/test/predict --ckpt_path`` the same way
@@ -253,6 +256,29 @@ def check_module_class(ckpt: Mapping[str, Any], source: str | os.PathLike, modul
                     f"{source}: its hyperparameters {unknown[:8]} are not arguments of {want}: written by another "
                     f"project's module"
                 )
+
+
+def _version_number(folder: Path) -> int | None:
+    m = re.fullmatch(r"version_(\d+)", folder.name)
+    return int(m.group(1)) if m else None
+
+
+def run_checkpoint(path: str | os.PathLike, name: str = "last.ckpt") -> Path:
+    """``path`` if it is a file; for a run folder ``.../version_N``, its ``checkpoints/<name>``; for an experiment
+    folder (holding ``version_*`` runs), that of the highest-numbered version that has one. A folder with no
+    such checkpoint raises ``MissingCheckpointError`` naming the folder and what was looked for."""
+    p = Path(path)
+    if not p.is_dir():
+        return p  # a file, or a missing path: read_checkpoint names it
+    direct = p / "checkpoints" / name
+    if direct.is_file():
+        return direct
+    runs = sorted(((n, d) for d in p.iterdir() if d.is_dir() and (n := _version_number(d)) is not None), reverse=True)
+    for _, run in runs:
+        if (run / "checkpoints" / name).is_file():
+            return run / "checkpoints" / name
+    looked = f"{direct}" + (f" or version_*/checkpoints/{name} ({len(runs)} runs, none has one)" if runs else "")
+    raise MissingCheckpointError(f"{p}: a folder without a checkpoint (looked for {looked})")
 
 
 def load_lightning_checkpoint(

@@ -448,7 +448,7 @@ register(
         rebuild=(
             "python projects/stylegan2/main.py fit --config projects/stylegan2/configs/faceworld64.yaml "
             "--trainer.max_steps 2750 --model.checkpoint_every 250 && "
-            "python -m projects.stylegan2.export runs/stylegan2/faceworld64/version_0/checkpoints/last.ckpt "
+            "python -m projects.stylegan2.export runs/stylegan2/faceworld64 "
             "--out pretrained/faceworld/faceworld_generator.pt --g-ema-only --half"
         ),
     )
@@ -495,8 +495,7 @@ register(
         description="HyperReenact hypernetwork over the face-world generator (float16, with its hyperparameters)",
         rebuild=(
             "python projects/hyperreenact/main.py fit --config projects/hyperreenact/configs/faceworld.yaml && "
-            "python -m projects.hyperreenact.export --checkpoint "
-            "runs/hyperreenact/faceworld/version_0/checkpoints/last.ckpt "
+            "python -m projects.hyperreenact.export --checkpoint runs/hyperreenact/faceworld "
             "--out pretrained/faceworld/faceworld_hyperreenact.pt"
         ),
     )

@@ -1,6 +1,7 @@
 """Export a Lightning checkpoint of ``projects/stylegan2`` to rosinality's training-checkpoint layout, and back.
 
     python -m projects.stylegan2.export runs/stylegan2/faceworld64/version_0/checkpoints/last.ckpt --out g.pt
+    python -m projects.stylegan2.export runs/stylegan2/faceworld64 --out g.pt     # the newest run's last.ckpt
     python -m projects.stylegan2.export last.ckpt --out g_ema.pt --g-ema-only     # {'g_ema'} only
     python -m projects.stylegan2.export last.ckpt --out g.pt --g-ema-only --half   # float16 (what ships)
 
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from common.checkpoint import CheckpointError, read_checkpoint
+from common.checkpoint import CheckpointError, read_checkpoint, run_checkpoint
 
 PREFIXES = {"g": "generator.", "d": "discriminator.", "g_ema": "g_ema."}
 
@@ -90,13 +91,19 @@ def export(ckpt_path: str | os.PathLike, out: str | os.PathLike, g_ema_only: boo
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoint", help="Lightning checkpoint of projects/stylegan2 (e.g. .../checkpoints/last.ckpt)")
+    ap.add_argument(
+        "checkpoint",
+        help="Lightning checkpoint of projects/stylegan2 (e.g. .../checkpoints/last.ckpt), or a run or experiment "
+        "folder (runs/stylegan2/faceworld64: its newest version's last.ckpt)",
+    )
     ap.add_argument("--out", required=True, help="rosinality-layout .pt to write")
     ap.add_argument("--g-ema-only", action="store_true", help="write only {'g_ema'} (what generators ship as)")
     ap.add_argument("--half", action="store_true", help="store the networks' weights as float16 (shipped files)")
     args = ap.parse_args(argv)
     try:
-        path = export(args.checkpoint, args.out, args.g_ema_only, args.half)
+        ckpt = run_checkpoint(args.checkpoint)
+        print(f"exporting {ckpt}")
+        path = export(ckpt, args.out, args.g_ema_only, args.half)
     except CheckpointError as e:
         raise SystemExit(f"error: {e}") from None
     print(f"wrote {path}")

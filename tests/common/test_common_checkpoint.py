@@ -23,6 +23,7 @@ from common.checkpoint import (
     check_finite,
     load_lightning_checkpoint,
     read_checkpoint,
+    run_checkpoint,
 )
 from common.cli import cli_main
 from common.errors import AnnotationError, LineErrors, UserError, is_user_error, user_message
@@ -306,3 +307,21 @@ def test_shared_weight_loaders_refuse_nonfinite_tensors(tmp_path, monkeypatch):
         load_generator(path)
     monkeypatch.setenv("PAPERLAB_ALLOW_NONFINITE", "1")
     assert torch.isinf(load_generator(path).convs[0].conv.weight).any()
+
+
+def test_run_checkpoint_finds_the_newest_run_of_an_experiment(tmp_path):
+    exp = tmp_path / "runs" / "p" / "exp"
+    for n in (0, 2, 10):  # version_10 sorts before version_2 as text; the number decides
+        (exp / f"version_{n}" / "checkpoints").mkdir(parents=True)
+        (exp / f"version_{n}" / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (exp / "version_11").mkdir()  # a run that stopped before its first checkpoint
+    (exp / "notes").mkdir()
+    newest = exp / "version_10" / "checkpoints" / "last.ckpt"
+    assert run_checkpoint(exp) == newest
+    assert run_checkpoint(exp / "version_2") == exp / "version_2" / "checkpoints" / "last.ckpt"
+    assert run_checkpoint(newest) == newest
+    assert run_checkpoint(tmp_path / "absent.ckpt") == tmp_path / "absent.ckpt"  # read_checkpoint names it
+    with pytest.raises(MissingCheckpointError, match=r"version_11: a folder without a checkpoint"):
+        run_checkpoint(exp / "version_11")
+    with pytest.raises(MissingCheckpointError, match=r"4 runs, none has one"):
+        run_checkpoint(exp, name="best.ckpt")

@@ -194,6 +194,30 @@ def _faceworld_from_files(files) -> HyperReenactModule:
     return HyperReenactModule(**cfg)
 
 
+def test_export_command_takes_the_experiment_folder(tmp_path, no_real_networks):
+    import lightning
+
+    from common.checkpoint import MODULE_KEY, class_path
+    from projects.hyperreenact.export import main as export_main
+
+    files = _save_faceworld_files(tmp_path / "pretrained" / "faceworld")
+    m = _faceworld_from_files(files)
+    with torch.no_grad():
+        for p in m.net.hypernet.parameters():
+            p.normal_(0, 0.05)
+    exp = tmp_path / "runs" / "hyperreenact" / "faceworld"
+    for n, scale in ((2, 1.0), (1, 0.0)):  # the newest run (version_2) is the one with the trained hypernetwork
+        (exp / f"version_{n}" / "checkpoints").mkdir(parents=True)
+        sd = {k: v * scale if k.startswith("net.hypernet.") else v for k, v in m.state_dict().items()}
+        ckpt = {"state_dict": sd, "hyper_parameters": dict(m.hparams), MODULE_KEY: class_path(HyperReenactModule)}
+        ckpt["pytorch-lightning_version"] = lightning.__version__
+        torch.save(ckpt, exp / f"version_{n}" / "checkpoints" / "last.ckpt")
+    out = export_main(["--checkpoint", str(exp), "--out", str(tmp_path / "shipped.pt")])
+    back = load_module(out)
+    for k, v in m.net.hypernet.state_dict().items():
+        torch.testing.assert_close(back.net.hypernet.state_dict()[k], v.half().float())
+
+
 def test_shipped_files_load_and_the_hypernetwork_ships_in_float16(tmp_path, monkeypatch, no_real_networks):
     files = _save_faceworld_files(tmp_path / "pretrained" / "faceworld")  # $PAPERLAB_WEIGHTS of the test
     m = _faceworld_from_files(files)

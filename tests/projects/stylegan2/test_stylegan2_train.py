@@ -88,6 +88,9 @@ def test_export_import_round_trip(tmp_path, cache):
     out = tmp_path / "rosinality.pt"
     export_main([str(ckpt), "--out", str(out)])
     blob = torch.load(out, weights_only=False)
+    by_folder = tmp_path / "by_folder.pt"  # the experiment folder: its newest run's last.ckpt
+    export_main([str(ckpt.parents[2]), "--out", str(by_folder), "--g-ema-only"])
+    assert all(torch.equal(torch.load(by_folder)["g_ema"][k], v) for k, v in blob["g_ema"].items())
     assert set(blob) == {"g", "d", "g_ema", "g_optim", "d_optim", "args", "mean_path_length"}
     assert isinstance(blob["args"], argparse.Namespace) and blob["args"].size == 16 and blob["args"].start_iter == 2
     assert len(blob["g_optim"]["state"]) == len(list(model.generator.parameters()))
