@@ -25,8 +25,12 @@ uses the mean over all ranks (the official code keeps one per rank).
 
 Monitoring: a grid of ``g_ema`` samples from fixed latents every ``sample_every`` iterations
 (``<run>/samples/NNNNNN.png`` and TensorBoard); at each validation the Fréchet distance between ``g_ema`` samples and
-the validation images in a feature space (``fd_expert: faceworld_identity``, the face-world identity expert) and FID
-(torchmetrics, when the Inception weights of the registry are present, or ``fid: true``).
+the validation images in a feature space (``fd_expert: faceworld_identity``, the face-world identity expert), FID
+(torchmetrics, when the Inception weights of the registry are present, or ``fid: true``), and with ``pose_expert:
+faceworld_attributes`` the head-pose spread of the samples: ``val/pose_spread_{yaw,pitch,roll}``, the standard
+deviation of the attribute expert's angles over ``g_ema`` samples divided by that over the validation images (1 when
+the samples vary their pose as much as the data; a generator that collapses to one pose goes to 0, which the
+identity-space distance does not show).
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ from projects.stylegan2.metrics import FeatureMoments, frechet_distance
 
 AUGMENTS = (None, "diffaugment")
 FD_EXPERTS = (None, "faceworld_identity")
+POSE_EXPERTS = (None, "faceworld_attributes")
+POSE_NAMES = ("yaw", "pitch", "roll")
 
 
 def requires_grad(module: nn.Module, flag: bool) -> None:
@@ -113,6 +119,8 @@ class StyleGAN2Module(LightningModule):
         fd_expert / fd_weights: feature extractor of the validation Fréchet distance (``faceworld_identity``) and
             its weights file (default: the registry's).
         fid / fid_weights: FID at validation (None: when the registry's Inception file is present).
+        pose_expert / pose_weights: head-pose reader of the validation pose spread (``faceworld_attributes``) and its
+            weights file (default: the registry's); None: off.
         checkpoint_every: write ``last.ckpt`` every N iterations (besides every epoch end; 0: epoch ends only).
         seed: seed of the per-iteration random draws and of the fixed sample latents.
     """
@@ -146,6 +154,8 @@ class StyleGAN2Module(LightningModule):
         fd_weights: str | None = None,
         fid: bool | None = None,
         fid_weights: str | None = None,
+        pose_expert: str | None = None,
+        pose_weights: str | None = None,
         checkpoint_every: int = 1000,
         seed: int = 0,
     ) -> None:
@@ -154,6 +164,8 @@ class StyleGAN2Module(LightningModule):
             raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
         if fd_expert not in FD_EXPERTS:
             raise ValueError(f"fd_expert must be one of {FD_EXPERTS}, got {fd_expert!r}")
+        if pose_expert not in POSE_EXPERTS:
+            raise ValueError(f"pose_expert must be one of {POSE_EXPERTS}, got {pose_expert!r}")
         if len(betas) != 2:
             raise ValueError(f"betas must be two numbers, got {betas}")
         parse_policy(augment_policy)
@@ -178,6 +190,8 @@ class StyleGAN2Module(LightningModule):
         self.__dict__["fd_embed"] = None  # images [B,3,H,W] in [-1,1] -> features [B,D]; see _feature_extractor
         self.__dict__["_fd_real"] = None
         self.__dict__["_fid"] = None
+        self.__dict__["pose_of"] = None  # images [B,3,H,W] in [-1,1] -> angles [B,3] (degrees); see _pose_reader
+        self.__dict__["_pose_real"] = None
         self._sample_dir: Path | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -418,6 +432,21 @@ class StyleGAN2Module(LightningModule):
         self.__dict__["fd_embed"] = expert.embed_images
         return self.fd_embed
 
+    def _pose_reader(self) -> Callable[[Tensor], Tensor] | None:
+        if self.pose_of is not None or self.hparams.pose_expert is None or self.__dict__.get("_pose_off"):
+            return self.pose_of
+        try:
+            from common.face.faceworld_experts import attribute_crop, load_faceworld_attributes
+
+            expert = load_faceworld_attributes(self.hparams.pose_weights).to(self.device).eval()
+        except (ImportError, FileNotFoundError) as e:
+            warnings.warn(f"stylegan2: no face-world attribute expert, the validation pose spread is off: {e}",
+                          stacklevel=2)  # fmt: skip
+            self.__dict__["_pose_off"] = True
+            return None
+        self.__dict__["pose_of"] = lambda images: expert(attribute_crop(images))["angles"]
+        return self.pose_of
+
     def _fid_metric(self):
         h = self.hparams
         if self._fid is not None or h.fid is False or self.__dict__.get("_fid_off"):
@@ -440,6 +469,8 @@ class StyleGAN2Module(LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_fake = FeatureMoments()
         self._val_real = FeatureMoments() if self._fd_real is None else None
+        self._val_pose_fake = FeatureMoments()
+        self._val_pose_real = FeatureMoments() if self._pose_real is None else None
         fid = self._fid_metric()
         if fid is not None:
             fid.reset()  # keeps the real features once they are complete (reset_real_features=False)
@@ -458,6 +489,11 @@ class StyleGAN2Module(LightningModule):
                 self._val_fake.update(feats)
                 if self._val_real is not None:
                     self._val_real.update(embed(real))
+        pose_of = self._pose_reader()
+        if pose_of is not None and not sanity:
+            self._val_pose_fake.update(pose_of(fake))
+            if self._val_pose_real is not None:
+                self._val_pose_real.update(pose_of(real))
         fid = self._fid
         if fid is not None and not sanity:
             fid.update(fake.clamp(-1, 1), real=False)
@@ -475,6 +511,14 @@ class StyleGAN2Module(LightningModule):
             mu_r, s_r = self._fd_real
             mu_f, s_f = self._val_fake.stats()
             self.log("val/fd_identity", frechet_distance(mu_f, s_f, mu_r, s_r))
+        if self._val_pose_fake.sum is not None:
+            self._val_pose_fake.all_reduce()
+            if self._val_pose_real is not None:
+                self._val_pose_real.all_reduce()
+                self.__dict__["_pose_real"] = self._val_pose_real.stats()[1].diagonal().sqrt()
+            spread = self._val_pose_fake.stats()[1].diagonal().sqrt() / self._pose_real
+            for name, v in zip(POSE_NAMES, spread.tolist()):
+                self.log(f"val/pose_spread_{name}", v)
         if self._fid is not None:
             self.__dict__["_fid_real_done"] = True
             self.log("val/fid", float(self._fid.compute()))

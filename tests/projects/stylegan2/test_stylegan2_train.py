@@ -202,6 +202,27 @@ def test_validation_frechet_distance_with_a_random_expert(cache):
     assert fd == pytest.approx(expected, rel=1e-4)
 
 
+def test_validation_pose_spread_is_the_ratio_of_standard_deviations(cache):
+    cli = cli_main(
+        StyleGAN2Module, StyleGAN2DataModule, project="stylegan2", run=False,
+        args=["--config", TINY, f"--data.cache_dir={cache}", "--trainer.enable_progress_bar=false",
+              "--trainer.max_steps=4", "--model.sample_every=0"],
+    )  # fmt: skip
+    cli.model.pose_of = lambda images: images.mean((2, 3)) * 30  # any [B, 3] reader: the channel means
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    model, dm = cli.model, cli.datamodule
+    real = torch.stack([dm.val_set[i] for i in range(len(dm.val_set))])
+    fakes = []
+    with torch.no_grad():
+        for b, batch in enumerate(real.split(4)):
+            _, dev = model._rngs(-1, b)
+            z = torch.randn(batch.shape[0], 32, generator=dev)
+            fakes.append(model.g_ema([z], noise=model._noise(model.g_ema, batch.shape[0], dev))[0])
+    expected = torch.cat(fakes).mean((2, 3)).std(0) / real.mean((2, 3)).std(0)
+    for name, v in zip(("yaw", "pitch", "roll"), expected.tolist()):
+        assert float(cli.trainer.callback_metrics[f"val/pose_spread_{name}"]) == pytest.approx(v, rel=1e-4)
+
+
 @pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_every_config_parses(config):
     with torch.device("meta"):  # build the full-size networks without allocating them
