@@ -416,36 +416,39 @@ class StyleGAN2Module(LightningModule):
             experiment.add_image("samples", grid, self.global_step)
         return path
 
-    # ------------------------------------------------------------------ validation: Fréchet distances
-    def _feature_extractor(self) -> Callable[[Tensor], Tensor] | None:
-        if self.fd_embed is not None or self.hparams.fd_expert is None or self.__dict__.get("_fd_off"):
-            return self.fd_embed
+    # ------------------------------------------------------------------ validation: Fréchet distance, pose spread
+    def _validation_reader(self, attr: str, name: str | None, build: Callable[[], Callable], what: str):
+        """The function cached in ``self.<attr>`` (set by tests, or built once by ``build`` when the expert ``name``
+        is configured); a missing weights file warns once and switches that metric off for this process (the
+        hparams stay as configured, so a resumed run tries again)."""
+        off = f"_{attr}_off"
+        if getattr(self, attr) is not None or name is None or self.__dict__.get(off):
+            return getattr(self, attr)
         try:
+            fn = build()
+        except (ImportError, FileNotFoundError) as e:
+            warnings.warn(f"stylegan2: no {name} expert, the validation {what} is off: {e}", stacklevel=3)
+            self.__dict__[off] = True
+            return None
+        self.__dict__[attr] = fn
+        return fn
+
+    def _feature_extractor(self) -> Callable[[Tensor], Tensor] | None:
+        def build() -> Callable[[Tensor], Tensor]:
             from common.face.faceworld_experts import load_faceworld_identity
 
-            expert = load_faceworld_identity(self.hparams.fd_weights).to(self.device).eval()
-        except (ImportError, FileNotFoundError) as e:
-            warnings.warn(f"stylegan2: no face-world identity expert, the validation Fréchet distance is off: {e}",
-                          stacklevel=2)  # fmt: skip
-            self.__dict__["_fd_off"] = True  # (hparams stay as configured: a resumed run tries again)
-            return None
-        self.__dict__["fd_embed"] = expert.embed_images
-        return self.fd_embed
+            return load_faceworld_identity(self.hparams.fd_weights).to(self.device).eval().embed_images
+
+        return self._validation_reader("fd_embed", self.hparams.fd_expert, build, "Fréchet distance")
 
     def _pose_reader(self) -> Callable[[Tensor], Tensor] | None:
-        if self.pose_of is not None or self.hparams.pose_expert is None or self.__dict__.get("_pose_off"):
-            return self.pose_of
-        try:
+        def build() -> Callable[[Tensor], Tensor]:
             from common.face.faceworld_experts import attribute_crop, load_faceworld_attributes
 
             expert = load_faceworld_attributes(self.hparams.pose_weights).to(self.device).eval()
-        except (ImportError, FileNotFoundError) as e:
-            warnings.warn(f"stylegan2: no face-world attribute expert, the validation pose spread is off: {e}",
-                          stacklevel=2)  # fmt: skip
-            self.__dict__["_pose_off"] = True
-            return None
-        self.__dict__["pose_of"] = lambda images: expert(attribute_crop(images))["angles"]
-        return self.pose_of
+            return lambda images: expert(attribute_crop(images))["angles"]
+
+        return self._validation_reader("pose_of", self.hparams.pose_expert, build, "pose spread")
 
     def _fid_metric(self):
         h = self.hparams

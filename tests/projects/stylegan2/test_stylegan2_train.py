@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import pytest
@@ -173,14 +174,45 @@ def test_export_refuses_foreign_files(tmp_path):
         export_main([str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "o.pt")])
 
 
-def test_validation_frechet_distance_with_a_random_expert(cache):
-    from common.face.faceworld_experts import FaceWorldIdentity
-
-    cli = cli_main(
+def _validation_cli(cache):
+    """The tiny config, 4 iterations and one validation, not yet run."""
+    return cli_main(
         StyleGAN2Module, StyleGAN2DataModule, project="stylegan2", run=False,
         args=["--config", TINY, f"--data.cache_dir={cache}", "--trainer.enable_progress_bar=false",
               "--trainer.max_steps=4", "--model.sample_every=0"],
     )  # fmt: skip
+
+
+def _validation_images(cli) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tiny config's validation images and the g_ema samples its validation draws (same latents and noise)."""
+    model, dm = cli.model, cli.datamodule
+    real = torch.stack([dm.val_set[i] for i in range(len(dm.val_set))])
+    fakes = []
+    with torch.no_grad():
+        for b, batch in enumerate(real.split(dm.hparams.val_batch_size or dm.hparams.batch_size)):
+            _, dev = model._rngs(-1, b)
+            z = torch.randn(batch.shape[0], model.hparams.style_dim, generator=dev)
+            fakes.append(model.g_ema([z], noise=model._noise(model.g_ema, batch.shape[0], dev))[0])
+    return real, torch.cat(fakes)
+
+
+def test_validation_experts_missing_weights_switch_the_metric_off(tmp_path):
+    m = StyleGAN2Module(size=16, style_dim=32, n_mlp=2, channel_max=16, fd_expert="faceworld_identity",
+                        fd_weights=str(tmp_path / "no_id.pt"), pose_expert="faceworld_attributes",
+                        pose_weights=str(tmp_path / "no_attr.pt"))  # fmt: skip
+    with pytest.warns(UserWarning, match=r"faceworld_identity expert, the validation Fréchet distance is off.*no_id"):
+        assert m._feature_extractor() is None
+    with pytest.warns(UserWarning, match=r"faceworld_attributes expert, the validation pose spread is off.*no_attr"):
+        assert m._pose_reader() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once off, no second attempt (and no second warning) in this process
+        assert m._pose_reader() is None and m._feature_extractor() is None
+
+
+def test_validation_frechet_distance_with_a_random_expert(cache):
+    from common.face.faceworld_experts import FaceWorldIdentity
+
+    cli = _validation_cli(cache)
     torch.manual_seed(0)
     expert = FaceWorldIdentity().eval()
     cli.model.fd_embed = expert.embed_images
@@ -190,35 +222,18 @@ def test_validation_frechet_distance_with_a_random_expert(cache):
     # the same number from the validation images and the g_ema samples computed here
     from projects.stylegan2.metrics import frechet_distance_of
 
-    model, dm = cli.model, cli.datamodule
-    real = torch.stack([dm.val_set[i] for i in range(len(dm.val_set))])
-    fakes = []
+    real, fake = _validation_images(cli)
     with torch.no_grad():
-        for b, batch in enumerate(real.split(4)):
-            _, dev = model._rngs(-1, b)
-            z = torch.randn(batch.shape[0], 32, generator=dev)
-            fakes.append(model.g_ema([z], noise=model._noise(model.g_ema, batch.shape[0], dev))[0])
-        expected = frechet_distance_of(expert.embed_images(torch.cat(fakes)), expert.embed_images(real))
+        expected = frechet_distance_of(expert.embed_images(fake), expert.embed_images(real))
     assert fd == pytest.approx(expected, rel=1e-4)
 
 
 def test_validation_pose_spread_is_the_ratio_of_standard_deviations(cache):
-    cli = cli_main(
-        StyleGAN2Module, StyleGAN2DataModule, project="stylegan2", run=False,
-        args=["--config", TINY, f"--data.cache_dir={cache}", "--trainer.enable_progress_bar=false",
-              "--trainer.max_steps=4", "--model.sample_every=0"],
-    )  # fmt: skip
+    cli = _validation_cli(cache)
     cli.model.pose_of = lambda images: images.mean((2, 3)) * 30  # any [B, 3] reader: the channel means
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    model, dm = cli.model, cli.datamodule
-    real = torch.stack([dm.val_set[i] for i in range(len(dm.val_set))])
-    fakes = []
-    with torch.no_grad():
-        for b, batch in enumerate(real.split(4)):
-            _, dev = model._rngs(-1, b)
-            z = torch.randn(batch.shape[0], 32, generator=dev)
-            fakes.append(model.g_ema([z], noise=model._noise(model.g_ema, batch.shape[0], dev))[0])
-    expected = torch.cat(fakes).mean((2, 3)).std(0) / real.mean((2, 3)).std(0)
+    real, fake = _validation_images(cli)
+    expected = fake.mean((2, 3)).std(0) / real.mean((2, 3)).std(0)
     for name, v in zip(("yaw", "pitch", "roll"), expected.tolist()):
         assert float(cli.trainer.callback_metrics[f"val/pose_spread_{name}"]) == pytest.approx(v, rel=1e-4)
 
