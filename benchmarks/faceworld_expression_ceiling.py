@@ -18,17 +18,14 @@ import time
 import torch
 from torch import Tensor, nn
 
+from common.face.faceworld_experts import r2_scores
+
 
 def landmark_features(landmarks: Tensor) -> Tensor:
     """``[N, 68, 2]`` pixels -> ``[N, 136]``: centred on their mean and divided by their mean distance to it."""
     centred = landmarks - landmarks.mean(1, keepdim=True)
     scale = centred.norm(dim=2).mean(1)[:, None, None]
     return (centred / scale).flatten(1)
-
-
-def r2_scores(pred: Tensor, truth: Tensor) -> Tensor:
-    """Per-column coefficient of determination ``1 - MSE / Var(truth)`` (population variance), ``[D]``."""
-    return 1 - ((pred - truth) ** 2).mean(0) / truth.var(0, unbiased=False)
 
 
 def sample(split: str, n: int, generator: torch.Generator) -> dict[str, Tensor]:

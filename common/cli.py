@@ -283,26 +283,11 @@ class PaperlabCLI(LightningCLI):
 
 
 def _model_options(cfg: Any) -> dict[str, Any]:
-    """The ``model`` section of a parsed subcommand config as flat ``{dotted key: value}`` (tuples as lists)."""
-    model = cfg.get("model") if hasattr(cfg, "get") else None
+    """The ``model`` section of a parsed subcommand config as ``{dotted key: value}`` (sequences as lists)."""
+    model = cfg.get("model")
     if model is None:
         return {}
-    tree = model.as_dict() if hasattr(model, "as_dict") else dict(model)
-
-    def norm(v: Any) -> Any:
-        return [norm(x) for x in v] if isinstance(v, (list, tuple)) else v
-
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}{k}.", v)
-        else:
-            flat[prefix[:-1]] = norm(node)
-
-    walk("", tree)
-    return flat
+    return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in model.items()}
 
 
 def cli_main(

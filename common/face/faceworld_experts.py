@@ -47,6 +47,7 @@ __all__ = [
     "evaluate_attributes",
     "estimate_landmarks",
     "evaluate_identity",
+    "r2_scores",
     "load_faceworld_attributes",
     "load_faceworld_identity",
     "load_faceworld_perceptual",
@@ -518,6 +519,11 @@ def evaluate_identity(
     return {"roc_auc": float(roc_auc_score(labels, scores)), "tar_at_far_1pct": tar}
 
 
+def r2_scores(pred: Tensor, truth: Tensor) -> Tensor:
+    """Per-column coefficient of determination ``1 - SSE / SST`` of ``[N, D]`` predictions, ``[D]``."""
+    return 1 - ((pred - truth) ** 2).sum(0) / ((truth - truth.mean(0)) ** 2).sum(0)
+
+
 @torch.no_grad()
 def evaluate_attributes(net: FaceWorldAttributes, n: int = 1000, seed: int = 0, fixed_box: bool = False) -> dict:
     """Held-out accuracy: mean absolute yaw/pitch/roll error (degrees), R^2 of every expression coefficient and their
@@ -535,18 +541,15 @@ def evaluate_attributes(net: FaceWorldAttributes, n: int = 1000, seed: int = 0, 
     exp, expr = cat(preds, "exp"), cat(truth, "expression")
     shape, ident = cat(preds, "shape"), cat(truth, "identity")[:, : fw.SHAPE_DIM]
 
-    def r2(p: Tensor, t: Tensor) -> Tensor:
-        return 1 - ((p - t) ** 2).sum(0) / ((t - t.mean(0)) ** 2).sum(0)
-
     err = (angles - pose).abs().mean(0)
-    exp_r2 = r2(exp, expr)
+    exp_r2 = r2_scores(exp, expr)
     return {
         "yaw_err_deg": err[0].item(),
         "pitch_err_deg": err[1].item(),
         "roll_err_deg": err[2].item(),
         "expression_r2": {name: exp_r2[i].item() for i, name in enumerate(fw.EXPRESSION_NAMES)},
         "expression_r2_mean": exp_r2.mean().item(),
-        "shape_r2_mean": r2(shape, ident).mean().item(),
+        "shape_r2_mean": r2_scores(shape, ident).mean().item(),
     }
 
 

@@ -1,9 +1,10 @@
-"""The expression-ceiling analysis: its features and R² against hand computations, and a tiny end-to-end run."""
+"""The expression-ceiling analysis: its features and R² (shared with the expert's evaluation) by hand, a tiny run."""
 
 import pytest
 import torch
 
-from benchmarks.faceworld_expression_ceiling import landmark_features, main, r2_scores
+from benchmarks.faceworld_expression_ceiling import landmark_features, main
+from common.face.faceworld_experts import r2_scores
 
 
 def test_landmark_features_forget_position_and_scale():
