@@ -18,14 +18,7 @@ import time
 import torch
 from torch import Tensor, nn
 
-from common.face.faceworld_experts import r2_scores
-
-
-def landmark_features(landmarks: Tensor) -> Tensor:
-    """``[N, 68, 2]`` pixels -> ``[N, 136]``: centred on their mean and divided by their mean distance to it."""
-    centred = landmarks - landmarks.mean(1, keepdim=True)
-    scale = centred.norm(dim=2).mean(1)[:, None, None]
-    return (centred / scale).flatten(1)
+from common.face.faceworld_experts import landmark_features, r2_scores
 
 
 def sample(split: str, n: int, generator: torch.Generator) -> dict[str, Tensor]:

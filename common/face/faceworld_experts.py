@@ -47,6 +47,7 @@ __all__ = [
     "evaluate_attributes",
     "estimate_landmarks",
     "evaluate_identity",
+    "landmark_features",
     "r2_scores",
     "load_faceworld_attributes",
     "load_faceworld_identity",
@@ -172,8 +173,12 @@ class FaceWorldAttributes(_Frozen):
 
     def raw(self, fmap: Tensor) -> dict[str, Tensor]:
         """Regression outputs in training units: shape/tex in [0,1], exp, angles / 20, cam / 8."""
+        return self.split_heads(self.layers(fmap))
+
+    @staticmethod
+    def split_heads(flat: Tensor) -> dict[str, Tensor]:
+        """The last layer's ``[B, sum(heads)]`` output as the named regression outputs of :meth:`raw`."""
         out, start = {}, 0
-        flat = self.layers(fmap)
         for k, n in _HEADS.items():
             out[k] = flat[:, start : start + n]
             start += n
@@ -456,6 +461,14 @@ def train_identity(
     return net.freeze()
 
 
+def landmark_features(landmarks: Tensor) -> Tensor:
+    """``[N, 68, 2]`` pixels -> ``[N, 136]``: centred on their mean and divided by their mean distance to it (the
+    face's geometry without its position and scale)."""
+    centred = landmarks - landmarks.mean(1, keepdim=True)
+    scale = centred.norm(dim=2).mean(1)[:, None, None]
+    return (centred / scale).flatten(1)
+
+
 def _attribute_loss(pred: dict[str, Tensor], batch: dict[str, Tensor], boxes: Tensor) -> dict[str, Tensor]:
     """Regression terms; ``boxes [n,2,2]``: the corners of each input crop's box (its camera target)."""
     ident = batch["identity"]
@@ -470,13 +483,25 @@ def _attribute_loss(pred: dict[str, Tensor], batch: dict[str, Tensor], boxes: Te
 
 
 def train_attributes(
-    steps: int = 3000, batch_size: int = 96, lr: float = 2e-3, seed: int = 1, log_every: int = 50
+    steps: int = 3000,
+    batch_size: int = 96,
+    lr: float = 2e-3,
+    seed: int = 1,
+    log_every: int = 50,
+    landmark_weight: float = 0.0,
 ) -> FaceWorldAttributes:
-    """Regression of geometry, texture, expression, pose and camera on DECA-style crops of train identities."""
+    """Regression of geometry, texture, expression, pose and camera on DECA-style crops of train identities.
+
+    ``landmark_weight > 0`` adds an auxiliary head on the hidden layer that regresses the face's 68 landmarks
+    (:func:`landmark_features`): dense supervision of the geometry the expression moves. The head is used in
+    training only; the saved network is the same class and file layout either way.
+    """
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     net = FaceWorldAttributes()
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    aux = nn.Linear(net.hidden, 136) if landmark_weight > 0 else None
+    params = [*net.parameters(), *(aux.parameters() if aux is not None else [])]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
     n_train = len(fw.SPLITS["train"])
     t0 = time.time()
@@ -484,9 +509,13 @@ def train_attributes(
         ids = fw.SPLITS["train"].start + torch.randint(0, n_train, (batch_size,), generator=g)
         batch = _batch(ids, g)
         inputs, boxes = _attribute_inputs(batch, g)
-        pred = net.raw(net.features(inputs))
+        hidden = net.layers[:-1](net.features(inputs))
+        pred = net.split_heads(net.layers[-1](hidden))
         terms = _attribute_loss(pred, batch, boxes)
         loss = terms["shape"] + 0.5 * terms["tex"] + 2 * terms["exp"] + 2 * terms["angles"] + 0.5 * terms["cam"]
+        if aux is not None:
+            terms["landmarks"] = F.smooth_l1_loss(aux(hidden), landmark_features(batch["landmarks"]), beta=0.05)
+            loss = loss + landmark_weight * terms["landmarks"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -574,6 +603,9 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--out", required=True, help="output file (e.g. pretrained/faceworld/faceworld_identity.pt)")
     tr.add_argument("--steps", type=int, default=None)
     tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument(
+        "--landmark-weight", type=float, default=None, help="attributes: weight of the auxiliary landmark head (0: off)"
+    )
     ev = sub.add_parser("evaluate", help="held-out accuracy of the registered (or given) experts")
     ev.add_argument("experts", nargs="*", metavar="{identity,attributes}", help="which experts (default: both)")
     ev.add_argument("--identity", default=None, help="identity expert file (default: the registry's)")
@@ -581,6 +613,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.command == "train":
         kw = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
+        if args.landmark_weight is not None:
+            if args.expert != "attributes":
+                ap.error("--landmark-weight applies to the attribute expert only")
+            kw["landmark_weight"] = args.landmark_weight
         if args.expert == "identity":
             net = _round_to_half_(train_identity(**kw))
             metrics = evaluate_identity(net)

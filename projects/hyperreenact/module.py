@@ -122,6 +122,8 @@ class HyperReenactModule(CheckpointMixin, LightningModule):
 
     Curriculum: ``inversion_steps`` steps of inversion (target = source), then ``self_steps`` of
     self-reenactment (same video), then cross-reenactment (another identity; no pixel ground truth).
+    ``cross_self_every = n >= 2`` makes every n-th step of the cross phase a self-reenactment step, so the pixel
+    terms stay in the objective to the end (0: a pure cross phase; the paper gives no phase lengths or mix).
     Losses (weights ``lambda_*``): pixel L1 on [0, ``l1_value_range``], LPIPS on [-1, 1], identity
     ``1 - cos`` to the source, FLAME shape/eye/mouth against the ground-truth coefficients.
     """
@@ -158,6 +160,7 @@ class HyperReenactModule(CheckpointMixin, LightningModule):
         mean_latent_seed: int = 0,
         inversion_steps: int = 10_000,
         self_steps: int = 40_000,
+        cross_self_every: int = 0,
         lambda_l1: float = 1.0,
         l1_value_range: float = 255.0,
         lambda_lpips: float = 10.0,
@@ -170,6 +173,8 @@ class HyperReenactModule(CheckpointMixin, LightningModule):
         training_parts: bool = True,
     ) -> None:
         super().__init__()
+        if cross_self_every == 1 or cross_self_every < 0:
+            raise ValueError(f"cross_self_every must be 0 (pure cross phase) or at least 2, got {cross_self_every}")
         self.save_hyperparameters()
         if encoders == "tiny":
             parts = build_tiny_parts(size, style_dim, channel_max, feature_channels, pose_channels, tiny_seed)
@@ -263,10 +268,16 @@ class HyperReenactModule(CheckpointMixin, LightningModule):
         return self
 
     def phase_at(self, step: int) -> str:
-        """Curriculum phase of optimisation step ``step``: inversion, then self, then cross reenactment."""
-        if step < self.hparams.inversion_steps:
+        """Curriculum phase of optimisation step ``step``: inversion, then self, then cross reenactment (with every
+        ``cross_self_every``-th cross-phase step a self step when that is set)."""
+        hp = self.hparams
+        if step < hp.inversion_steps:
             return "inversion"
-        if step < self.hparams.inversion_steps + self.hparams.self_steps:
+        cross_start = hp.inversion_steps + hp.self_steps
+        if step < cross_start:
+            return "self"
+        every = hp.cross_self_every
+        if every and (step - cross_start) % every == every - 1:
             return "self"
         return "cross"
 

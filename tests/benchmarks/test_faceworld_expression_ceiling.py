@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from benchmarks.faceworld_expression_ceiling import landmark_features, main
-from common.face.faceworld_experts import r2_scores
+from benchmarks.faceworld_expression_ceiling import main
+from common.face.faceworld_experts import landmark_features, r2_scores
 
 
 def test_landmark_features_forget_position_and_scale():

@@ -127,6 +127,26 @@ def test_training_reduces_the_losses():
     assert metrics["yaw_err_deg"] < 12  # an untrained head predicts ~0: mean |yaw| is about 12 degrees
 
 
+def test_the_auxiliary_landmark_head_trains_the_trunk_and_is_not_saved():
+    """With ``landmark_weight`` the landmark term reaches the shared layers (same seed, different weights), and the
+    trained network has the same keys and shapes as one trained without it."""
+    plain = fe.train_attributes(steps=2, batch_size=8, log_every=100)
+    aux = fe.train_attributes(steps=2, batch_size=8, log_every=100, landmark_weight=1.0)
+    a, b = plain.state_dict(), aux.state_dict()
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+    assert not torch.equal(a["encoder.0.weight"], b["encoder.0.weight"])
+    again = fe.train_attributes(steps=2, batch_size=8, log_every=100)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in a.items())  # the difference is the head's
+
+
+def test_landmark_features_by_hand():
+    lm = torch.zeros(1, 68, 2)
+    lm[0, :34, 0], lm[0, 34:, 0] = 10.0, 14.0  # half the points at x=10, half at x=14: centre 12, distance 2
+    f = fe.landmark_features(lm).view(68, 2)
+    assert torch.allclose(f[:34, 0], torch.tensor(-1.0)) and torch.allclose(f[34:, 0], torch.tensor(1.0))
+    assert torch.all(f[:, 1] == 0)
+
+
 def test_perceptual_distance():
     perc = fe.FaceWorldPerceptual(fe.FaceWorldIdentity(), fe.FaceWorldAttributes())
     b = batch(4)

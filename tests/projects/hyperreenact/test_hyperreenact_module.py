@@ -146,6 +146,20 @@ def test_curriculum_switches_at_the_configured_steps(tmp_path, monkeypatch):
     assert [has_l1 for _, _, has_l1 in seen] == [True] * 5 + [False] * 2
 
 
+def test_cross_phase_mixes_in_self_steps():
+    module = HyperReenactModule.__new__(HyperReenactModule)
+    torch.nn.Module.__init__(module)
+    module.save_hyperparameters({"inversion_steps": 2, "self_steps": 3, "cross_self_every": 3})
+    # cross phase starts at step 5; its steps 5, 6 are cross, 7 self, 8, 9 cross, 10 self
+    assert [module.phase_at(s) for s in range(11)] == ["inversion"] * 2 + ["self"] * 3 + [
+        "cross", "cross", "self", "cross", "cross", "self"
+    ]  # fmt: skip
+    module.hparams.cross_self_every = 0
+    assert [module.phase_at(s) for s in range(5, 9)] == ["cross"] * 4
+    with pytest.raises(ValueError, match="cross_self_every"):
+        HyperReenactModule(**_tiny_kwargs(cross_self_every=1))
+
+
 def test_loss_falls_over_50_steps(tiny_batch):
     torch.manual_seed(0)
     m = HyperReenactModule(**_tiny_kwargs(lr=1e-3))
