@@ -442,12 +442,12 @@ register(
         source="trained by paperlab on the face world (projects/stylegan2, configs/faceworld64.yaml)",
         licence=_FW_LICENCE,
         users=("stylegan2", "stylemask", "hyperreenact", "app"),
-        sha256="3ec0e310951799749178739dec2c9e9d822995716242a3deb55656bae3385f46",
+        sha256="90da28940ad50e2f2daf060556341aa26132200f9ba18a79ef88bbb103ac9313",
         description="StyleGAN2 g_ema of face-world renders (64 px, rosinality layout {'g_ema'}, float16; "
-        "2750 iterations at batch 16)",
+        "8250 iterations at batch 16)",
         rebuild=(
             "python projects/stylegan2/main.py fit --config projects/stylegan2/configs/faceworld64.yaml "
-            "--trainer.max_steps 2750 --model.checkpoint_every 250 && "
+            "--trainer.max_steps 8250 --model.checkpoint_every 250 && "
             "python -m projects.stylegan2.export runs/stylegan2/faceworld64 "
             "--out pretrained/faceworld/faceworld_generator.pt --g-ema-only --half"
         ),
@@ -461,7 +461,7 @@ register(
         source="trained by paperlab on the face world (common/stylegan2/faceworld_e4e.py)",
         licence=_FW_LICENCE,
         users=("stylemask", "hyperreenact"),
-        sha256="16d7dc355df33272593d5b9ec00c68e55b0b261835f92ab063b544f878befd5c",
+        sha256="8f77a4efcd8d3e2167386f850a66d2fab8becb2f67363ab27ccfb1452703ac7e",
         description="e4e encoder of face-world renders into the face-world generator's W+ (64 px, float16)",
         rebuild="python -m common.stylegan2.faceworld_e4e train --out pretrained/faceworld/faceworld_e4e.pt",
     )
@@ -474,11 +474,11 @@ register(
         source="trained by paperlab on the face world (common/face/faceworld_experts.py)",
         licence=_FW_LICENCE,
         users=("stylemask", "hyperreenact"),
-        sha256="acf019213743c1760877bcec0f0ccf74e6a6999b0bac7b337fb6ad2d14813fdd",
+        sha256="07f2f761c0914193eecc6189e1c7507d1a0dd3e27636e11fde0e1fa914497c22",
         description="face-world attribute expert (DECA encoder's interface: geometry, expression, pose, camera; "
         "float16)",
         rebuild=(
-            "python -m common.face.faceworld_experts train attributes --steps 1200 "
+            "python -m common.face.faceworld_experts train attributes --steps 3000 "
             "--out pretrained/faceworld/faceworld_attributes.pt"
         ),
     )
@@ -491,7 +491,7 @@ register(
         source="trained by paperlab on the face world (projects/hyperreenact, configs/faceworld.yaml)",
         licence=_FW_LICENCE,
         users=("hyperreenact", "app"),
-        sha256="0b4961c306cbf06cfa0fc55c6991ce19b1bcf84486a5457c358a85004a909e05",
+        sha256="aaef541eb914b0fedb74c588dbad8c8d075d470ca1c1b2c43f4469cb2c4db97b",
         description="HyperReenact hypernetwork over the face-world generator (float16, with its hyperparameters)",
         rebuild=(
             "python projects/hyperreenact/main.py fit --config projects/hyperreenact/configs/faceworld.yaml && "
@@ -509,7 +509,7 @@ register(
         source="trained by paperlab on the face world (projects/stylemask, configs/faceworld.yaml, seed 0)",
         licence=_FW_LICENCE,
         users=("stylemask", "app"),
-        sha256="c4f4942a5d24b18387b8589cf55e352be77385eefe243bf1c90e591fe6ec96c1",
+        sha256="403e26e750fbcdf737e8e3ece267b797c8d622be58b73ce929e9413bd643d060",
         description="StyleMask mask networks over the face-world generator (with the mean latent and hyperparameters)",
         rebuild="python -m projects.stylemask.faceworld train --seed 0 --out pretrained/faceworld/faceworld_stylemask.pt",
     )
