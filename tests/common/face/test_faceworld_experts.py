@@ -139,6 +139,12 @@ def test_the_auxiliary_landmark_head_trains_the_trunk_and_is_not_saved():
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in a.items())  # the difference is the head's
 
 
+def test_landmark_weight_is_refused_for_the_identity_expert(tmp_path):
+    with pytest.raises(SystemExit):
+        fe.main(["train", "identity", "--out", str(tmp_path / "x.pt"), "--landmark-weight", "1"])
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_landmark_features_by_hand():
     lm = torch.zeros(1, 68, 2)
     lm[0, :34, 0], lm[0, 34:, 0] = 10.0, 14.0  # half the points at x=10, half at x=14: centre 12, distance 2
