@@ -216,3 +216,37 @@ def test_attribute_training_camera_target_is_that_of_the_crop_seen():
     assert fe._attribute_loss(pred, b, boxes)["cam"] == 0
     pred["cam"] = fe._cam_from_crop(b["landmarks"], 64) / fe._CAM_SCALE  # the un-jittered box's camera: a loss
     assert fe._attribute_loss(pred, b, boxes)["cam"] > 0
+
+
+def test_degrade_blurs_as_a_gaussian_and_adds_bounded_noise():
+    """``degrade`` with p=1 and no noise is each sample's Gaussian blur (torchvision's, computed independently with
+    the same drawn standard deviations); with p=0 it changes nothing; noise stays within its bound."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert torch.equal(fe.degrade(x, torch.Generator().manual_seed(1), 0.0), x)
+    out = fe.degrade(x, torch.Generator().manual_seed(1), 1.0, max_blur=1.2, max_noise=0.0)
+    g = torch.Generator().manual_seed(1)
+    torch.rand(3, generator=g)  # the blur coin flips
+    sigma = 0.3 + 0.9 * torch.rand(3, generator=g)
+    ref = torch.stack([gaussian_blur(x[i : i + 1], 9, float(sigma[i]))[0] for i in range(3)])
+    assert torch.allclose(out[..., 4:-4, 4:-4], ref[..., 4:-4, 4:-4], atol=1e-5)
+    flat = torch.zeros(4, 3, 32, 32)  # blur leaves a constant image as it is: what remains is the noise
+    noisy = fe.degrade(flat, torch.Generator().manual_seed(2), 1.0, max_noise=0.05)
+    sd = noisy.flatten(1).std(1)
+    assert (sd > 0).all() and (sd < 0.05 * 1.1).all()
+
+
+def test_fine_tuning_with_degradations_starts_from_the_given_expert(tmp_path):
+    """``init`` copies the given network's weights before training (a step at a vanishing learning rate leaves
+    them), and the CLI's ``--degrade`` / ``--init`` are refused for the identity expert."""
+    start = fe.train_attributes(steps=2, batch_size=8, log_every=100)
+    same = fe.train_attributes(steps=1, batch_size=8, lr=1e-12, log_every=100, init=start)
+    for k, v in start.named_parameters():
+        assert torch.allclose(v, dict(same.named_parameters())[k], atol=1e-8), k
+    tuned = fe.train_attributes(steps=2, batch_size=8, log_every=100, init=start, degrade_p=0.5)
+    assert not torch.equal(tuned.state_dict()["encoder.0.weight"], start.state_dict()["encoder.0.weight"])
+    for flag in (["--degrade", "0.5"], ["--init", str(tmp_path / "a.pt")]):
+        with pytest.raises(SystemExit):
+            fe.main(["train", "identity", "--out", str(tmp_path / "x.pt"), *flag])
+    assert not (tmp_path / "x.pt").exists()
