@@ -9,9 +9,12 @@ ground truth this script prints, for each expert file side by side:
   clean renders, renders blurred (Gaussian, standard deviation 0.5 and 1.0 px) and renders with additive Gaussian
   noise (standard deviation 0.03 and 0.06 of the [-1, 1] range);
 * the same on the shipped generator's e4e reconstructions of those renders, against the renders' truth (the
-  generator's ceiling row of the reenactment benchmark).
+  "inverted truth" row of the reenactment benchmark), for each encoder given (default: the shipped one).
 
-    python benchmarks/faceworld_expert_robustness.py [--experts A.pt B.pt] [--n 300]
+An expert that no model was trained against (``train attributes --seed 7 --degrade 0.5``, say) is an independent
+judge of an encoder trained with the shipped expert's terms::
+
+    python benchmarks/faceworld_expert_robustness.py [--experts A.pt B.pt] [--encoders E1.pt E2.pt] [--n 300]
 """
 
 from __future__ import annotations
@@ -21,25 +24,28 @@ import time
 
 import torch
 
-CONDITIONS = ("clean", "blur 0.5", "blur 1.0", "noise 0.03", "noise 0.06", "e4e reconstruction")
+DEGRADATIONS = ("clean", "blur 0.5", "blur 1.0", "noise 0.03", "noise 0.06")
 
 
-def _condition(name: str, x: torch.Tensor, rng: torch.Generator, reconstruct) -> torch.Tensor:
+def _condition(name: str, x: torch.Tensor, rng: torch.Generator, reconstruct: dict) -> torch.Tensor:
     from torchvision.transforms.functional import gaussian_blur
 
     if name == "clean":
         return x
+    if name in reconstruct:
+        return reconstruct[name](x)
     kind, value = name.split(" ", 1)
     if kind == "blur":
         return gaussian_blur(x, 7, float(value))
-    if kind == "noise":
-        return (x + float(value) * torch.randn(x.shape, generator=rng)).clamp(-1, 1)
-    return reconstruct(x)
+    return (x + float(value) * torch.randn(x.shape, generator=rng)).clamp(-1, 1)
 
 
 @torch.no_grad()
-def robustness(experts: list[str | None], n: int = 300, seed: int = 0, batch: int = 50) -> dict[str, dict]:
-    """``{expert: {condition: {"landmark_px", "expression_r2", "yaw_err_deg"}}}`` on ``n`` held-out renders."""
+def robustness(
+    experts: list[str | None], n: int = 300, seed: int = 0, batch: int = 50, encoders: list[str | None] = (None,)
+) -> dict[str, dict]:
+    """``{expert: {condition: {"landmark_px", "expression_r2", "yaw_err_deg"}}}`` on ``n`` held-out renders;
+    conditions: :data:`DEGRADATIONS` and ``e4e reconstruction (<encoder>)`` per encoder file."""
     from common.data import faceworld as fw
     from common.face.faceworld_experts import attribute_crop, estimate_landmarks, load_faceworld_attributes, r2_scores
     from common.metrics.face import landmark_pixel_error
@@ -47,16 +53,21 @@ def robustness(experts: list[str | None], n: int = 300, seed: int = 0, batch: in
     from common.stylegan2.sample import load_any_generator
 
     g = load_any_generator(generator_path()).float().eval()
-    enc = load_faceworld_e4e(generator=g)
-    reconstruct = lambda x: g.synthesis(enc(x), noise="const").clamp(-1, 1)  # noqa: E731
+    reconstruct = {}
+    for e in encoders:
+        enc = load_faceworld_e4e(e, generator=g)
+        reconstruct[f"e4e reconstruction ({e or 'shipped'})"] = lambda x, enc=enc: g.synthesis(
+            enc(x), noise="const"
+        ).clamp(-1, 1)
+    conditions = (*DEGRADATIONS, *reconstruct)
     ds = fw.FaceWorldDataset("test", size=g.size, length=n, seed=seed)
     nets = {str(e or "shipped"): load_faceworld_attributes(e).eval() for e in experts}
-    acc: dict[str, dict[str, dict[str, list]]] = {k: {c: {} for c in CONDITIONS} for k in nets}
+    acc: dict[str, dict[str, dict[str, list]]] = {k: {c: {} for c in conditions} for k in nets}
     for start in range(0, n, batch):
         p = ds.params(list(range(start, min(n, start + batch))))
         x = fw.render(p["identity"], p["pose"], p["expression"], g.size)
         lm = fw.landmarks(p["identity"], p["pose"], p["expression"], g.size)
-        for c in CONDITIONS:
+        for c in conditions:
             xc = _condition(c, x, torch.Generator().manual_seed(seed * 1000 + start), reconstruct)
             for k, net in nets.items():
                 out = net(attribute_crop(xc, lm))
@@ -81,18 +92,19 @@ def robustness(experts: list[str | None], n: int = 300, seed: int = 0, batch: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--experts", nargs="+", default=[None], help="attribute expert files (default: the shipped one)")
+    ap.add_argument("--encoders", nargs="+", default=[None], help="face-world e4e files (default: the shipped one)")
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     t0 = time.time()
-    res = robustness(args.experts, args.n, args.seed)
+    res = robustness(args.experts, args.n, args.seed, encoders=args.encoders)
     names = list(res)
     print(f"attribute expert on {args.n} held-out renders (64 px): landmark px / expression R^2 / yaw error deg")
-    print(f"{'condition':<20}" + "".join(f"  {k[-34:]:>34}" for k in names))
-    for c in CONDITIONS:
+    print(f"{'condition':<44}" + "".join(f"  {k[-34:]:>34}" for k in names))
+    for c in res[names[0]]:
         cells = [f"{m['landmark_px']:.2f} / {m['expression_r2']:.3f} / {m['yaw_err_deg']:.2f}" for m in
                  (res[k][c] for k in names)]  # fmt: skip
-        print(f"{c:<20}" + "".join(f"  {cell:>34}" for cell in cells))
+        print(f"{c[-44:]:<44}" + "".join(f"  {cell:>34}" for cell in cells))
     print(f"({time.time() - t0:.0f} s)")
 
 

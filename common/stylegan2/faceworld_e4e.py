@@ -48,6 +48,7 @@ from common.face.faceworld_experts import (
     FaceWorldAttributes,
     FaceWorldIdentity,
     FaceWorldPerceptual,
+    attribute_crop,
     estimate_landmarks,
     load_faceworld_attributes,
     load_faceworld_identity,
@@ -249,6 +250,8 @@ class Recipe:
     l2_lambda: float = 1.0
     lpips_lambda: float = 0.8  # the FaceWorldPerceptual term
     id_lambda: float = 0.1
+    landmark_lambda: float = 0.0  # expert's 68 points of the inversion vs of the input (mean pixel distance)
+    expression_lambda: float = 0.0  # expert's expression coefficients of the inversion vs of the input
     delta_norm: int = 2
     delta_norm_lambda: float = 2e-4
     progressive_start: int | None = 400  # e4e: 20000 of 200000 steps, then one delta every 2000
@@ -298,7 +301,8 @@ class _Trainer:
         self.E, self.G, self.r, self.log = encoder, generator.eval(), recipe, log
         _requires_grad(self.G, False)
         self.identity = identity.freeze()
-        self.perceptual = FaceWorldPerceptual(identity, attributes.freeze())
+        self.attributes = attributes.freeze()
+        self.perceptual = FaceWorldPerceptual(identity, self.attributes)
         self.rng = torch.Generator().manual_seed(recipe.seed)
         self.opt = torch.optim.Adam(self.E.parameters(), lr=recipe.learning_rate)
         self.D: LatentCodesDiscriminator | None = None
@@ -329,11 +333,20 @@ class _Trainer:
             with torch.no_grad():
                 target = self.identity.embed_images(y)
             terms["id"] = identity_loss(self.identity.embed_images(y_hat), target)
+        if r.landmark_lambda > 0:
+            with torch.no_grad():
+                target = estimate_landmarks(self.attributes, y)
+            terms["landmarks"] = (estimate_landmarks(self.attributes, y_hat) - target).norm(dim=-1).mean()
+        if r.expression_lambda > 0:
+            with torch.no_grad():
+                target = self.attributes(attribute_crop(y))["exp"]
+            terms["expression"] = F.smooth_l1_loss(self.attributes(attribute_crop(y_hat))["exp"], target, beta=0.05)
         return terms
 
     def weighted_image_loss(self, terms: dict[str, Tensor]) -> Tensor:
         r = self.r
-        w = {"l2": r.l2_lambda, "lpips": r.lpips_lambda, "id": r.id_lambda}
+        w = {"l2": r.l2_lambda, "lpips": r.lpips_lambda, "id": r.id_lambda, "landmarks": r.landmark_lambda,
+             "expression": r.expression_lambda}  # fmt: skip
         return sum(w[k] * v for k, v in terms.items())
 
     def discriminator_step(self, x: Tensor, stage: int) -> dict[str, float]:
@@ -474,11 +487,13 @@ def train_faceworld_e4e(
     state_path: str | os.PathLike | None = None,
     resume: bool = False,
     log: Callable[[str], None] = print,
+    init: Encoder4Editing | None = None,
 ) -> tuple[Encoder4Editing, list[dict[str, float]]]:
     """Train the face world's e4e on ``generator`` (frozen) with the experts as perceptual and identity terms.
 
     Returns the encoder (eval mode) and the per-step log. ``state_path``: where the training state is written
-    every ``recipe.save_every`` steps; ``resume`` continues from it.
+    every ``recipe.save_every`` steps; ``resume`` continues from it. ``init``: start from this encoder (its
+    architecture and ``latent_avg``; ``arch`` must then be empty): a fine-tune.
     """
     recipe = recipe or Recipe()
     last = progressive_stage(recipe.total_steps - 1, generator.n_latent, recipe.progressive_start,
@@ -488,8 +503,17 @@ def train_faceworld_e4e(
         log(f"warning: the progressive schedule reaches stage {last} of {generator.n_latent - 1} in "
             f"{recipe.total_steps} steps; deltas {last + 1}..{generator.n_latent - 1} stay untrained")  # fmt: skip
     torch.manual_seed(recipe.seed)
+    if init is not None:
+        if arch:
+            raise ValueError(f"train_faceworld_e4e: init fixes the architecture; got arch overrides {arch}")
+        arch = {"units": tuple(init.units), "widths": tuple(init.widths), "block_width": init.block_width}
     encoder = build_faceworld_e4e(generator, **(arch or {}))
-    encoder.set_latent_avg(_latent_avg(generator, seed=recipe.seed))
+    if init is not None:
+        encoder.load_state_dict(init.state_dict())
+        encoder.set_latent_avg(init.latent_avg.detach().clone())
+        _requires_grad(encoder, True)
+    else:
+        encoder.set_latent_avg(_latent_avg(generator, seed=recipe.seed))
     trainer = _Trainer(encoder, generator, identity, attributes, recipe, log)
     path = Path(state_path) if state_path is not None else None
     if resume:
@@ -687,6 +711,7 @@ def main(argv: list[str] | None = None) -> None:
         help="training-state file, written every --save-every steps (default: runs/faceworld_e4e/<OUT name>.state.pt)",
     )
     tr.add_argument("--resume", action="store_true", help="continue from the training-state file")
+    tr.add_argument("--init", default=None, help="fine-tune this face-world e4e file instead of starting afresh")
     tr.add_argument(
         "--units", type=int, nargs=4, default=None, help=f"body units per stage ({FACEWORLD_ARCH['units']})"
     )
@@ -715,11 +740,16 @@ def main(argv: list[str] | None = None) -> None:
     state.parent.mkdir(parents=True, exist_ok=True)
     print(f"recipe: {dataclasses.asdict(recipe)}\narch: { ({**FACEWORLD_ARCH, **arch}) }\ngenerator: {gen_info}")
     t0 = time.time()
-    encoder, history = train_faceworld_e4e(generator, identity, attributes, recipe, arch, state, args.resume)
+    init = load_faceworld_e4e(args.init, generator) if args.init else None
+    if init is not None and arch:
+        ap.error("--init fixes the architecture: drop --units / --widths / --block-width")
+    encoder, history = train_faceworld_e4e(generator, identity, attributes, recipe, arch, state, args.resume, init=init)
     minutes = (time.time() - t0) / 60
     metrics = evaluate_inversion(encoder, generator, identity, attributes, n=args.n)
     print(f"held-out inversion quality ({args.n} test-split renders):\n{format_metrics(metrics)}")
     opts = {"recipe": dataclasses.asdict(recipe), "generator": gen_info, "train_minutes": round(minutes, 1)}
+    if args.init:
+        opts["init"] = str(args.init)
     save_faceworld_e4e(encoder, out, opts, metrics)
     print(f"saved {out} ({out.stat().st_size / 1e6:.2f} MB, {minutes:.1f} min of training)")
 

@@ -185,6 +185,52 @@ def test_finetune_with_latent_discriminator_resumes_exactly(tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_landmark_and_expression_terms_by_hand():
+    """The expert terms: mean pixel distance between the expert's 68 points of the inversion and of the input, and
+    smooth L1 between their expression coefficients; zero for a perfect inversion; weighted by their lambdas."""
+    from common.face.faceworld_experts import attribute_crop, estimate_landmarks
+
+    g = tiny_generator(64)
+    ident, attr = tiny_experts()
+    trainer = fe._Trainer(build := fe.build_faceworld_e4e(g, **TINY_ARCH), g, ident, attr,
+                          _recipe(landmark_lambda=0.5, expression_lambda=3.0))  # fmt: skip
+    assert build is trainer.E
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    y = (x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))).clamp(-1, 1)
+    terms = trainer.image_terms(y, x)
+    d = estimate_landmarks(attr, y) - estimate_landmarks(attr, x)
+    assert terms["landmarks"].item() == pytest.approx(float((d[..., 0] ** 2 + d[..., 1] ** 2).sqrt().mean()), rel=1e-5)
+    e = (attr(attribute_crop(y))["exp"] - attr(attribute_crop(x))["exp"]).abs()
+    huber = torch.where(e < 0.05, 0.5 * e**2 / 0.05, e - 0.025).mean()
+    assert terms["expression"].item() == pytest.approx(huber.item(), rel=1e-5)
+    total = trainer.weighted_image_loss(terms)
+    rest = terms["l2"] + 0.8 * terms["lpips"] + 0.1 * terms["id"]
+    assert total.item() == pytest.approx((rest + 0.5 * terms["landmarks"] + 3.0 * terms["expression"]).item(), rel=1e-5)
+    same = trainer.image_terms(x, x)
+    assert same["landmarks"].item() == 0 and same["expression"].item() == 0
+    assert "landmarks" not in fe._Trainer(trainer.E, g, ident, attr, _recipe()).image_terms(y, x)
+
+
+def test_finetune_starts_from_the_given_encoder():
+    """``init``: a zero-step fine-tune returns the given encoder's weights and latent_avg; arch overrides refused."""
+    g = tiny_generator()
+    ident, attr = tiny_experts()
+    quiet = lambda s: None  # noqa: E731
+    start, _ = fe.train_faceworld_e4e(
+        g, ident, attr, _recipe(regression_steps=2, finetune_steps=0), TINY_ARCH, log=quiet
+    )
+    start.latent_avg += 0.5  # a latent_avg no fresh run would compute
+    kw = dict(regression_steps=0, finetune_steps=0, progressive_start=None)
+    again, _ = fe.train_faceworld_e4e(g, ident, attr, _recipe(**kw), log=quiet, init=start)
+    assert torch.equal(again.latent_avg, start.latent_avg)
+    for (k, a), b in zip(start.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
+    tuned, _ = fe.train_faceworld_e4e(g, ident, attr, _recipe(**{**kw, "finetune_steps": 2}), log=quiet, init=start)
+    assert any(not torch.equal(a, b) for a, b in zip(start.state_dict().values(), tuned.state_dict().values()))
+    with pytest.raises(ValueError, match="init fixes the architecture"):
+        fe.train_faceworld_e4e(g, ident, attr, _recipe(**kw), TINY_ARCH, log=quiet, init=start)
+
+
 def test_warns_when_the_progressive_schedule_leaves_deltas_untrained():
     g = tiny_generator()  # 32 px: 8 W+ rows, deltas 1..7
     ident, attr = tiny_experts()
