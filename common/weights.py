@@ -421,6 +421,10 @@ register(
 
 # --- the face world (shipped under pretrained/faceworld/, trained here) -------------------------------------------
 _FW_LICENCE = "MIT (paperlab; trained on the procedural face world, no third-party data)"
+# The attribute expert before its fine-tune on degraded renders: an intermediate of the rebuild commands.
+_ATTR_3000 = "runs/faceworld_experts/attributes_3000.pt"
+# The e4e of the default recipe, trained against it: the start of the shipped e4e's fine-tune.
+_E4E_4000 = "runs/faceworld_e4e/e4e_4000.pt"
 register(
     Artifact(
         name="faceworld_identity",
@@ -461,9 +465,16 @@ register(
         source="trained by paperlab on the face world (common/stylegan2/faceworld_e4e.py)",
         licence=_FW_LICENCE,
         users=("stylemask", "hyperreenact"),
-        sha256="8f77a4efcd8d3e2167386f850a66d2fab8becb2f67363ab27ccfb1452703ac7e",
-        description="e4e encoder of face-world renders into the face-world generator's W+ (64 px, float16)",
-        rebuild="python -m common.stylegan2.faceworld_e4e train --out pretrained/faceworld/faceworld_e4e.pt",
+        sha256="290b93562ea9d92865a030a1e1b71bb68d0be707994468038d5803a1adc3dde1",
+        description="e4e encoder of face-world renders into the face-world generator's W+ (64 px, float16): e4e's "
+        "recipe (4000 steps), then 2000 fine-tuning steps with the attribute expert's landmark and expression terms",
+        rebuild=(
+            f"python -m common.face.faceworld_experts train attributes --steps 3000 --out {_ATTR_3000} && "
+            f"python -m common.stylegan2.faceworld_e4e train --attributes {_ATTR_3000} --out {_E4E_4000} && "
+            f"python -m common.stylegan2.faceworld_e4e train --init {_E4E_4000} --regression-steps 0 "
+            "--finetune-steps 2000 --progressive-start none --landmark-lambda 0.3 --expression-lambda 2 "
+            "--out pretrained/faceworld/faceworld_e4e.pt"
+        ),
     )
 )
 register(
@@ -474,12 +485,13 @@ register(
         source="trained by paperlab on the face world (common/face/faceworld_experts.py)",
         licence=_FW_LICENCE,
         users=("stylemask", "hyperreenact"),
-        sha256="07f2f761c0914193eecc6189e1c7507d1a0dd3e27636e11fde0e1fa914497c22",
+        sha256="b42358b487c6979c3440885f1095ce8f4b56799f1c14488ce411f79f66733b82",
         description="face-world attribute expert (DECA encoder's interface: geometry, expression, pose, camera; "
-        "float16)",
+        "float16): 3000 steps on clean renders, then 1500 on blurred and noisy ones",
         rebuild=(
-            "python -m common.face.faceworld_experts train attributes --steps 3000 "
-            "--out pretrained/faceworld/faceworld_attributes.pt"
+            f"python -m common.face.faceworld_experts train attributes --steps 3000 --out {_ATTR_3000} && "
+            f"python -m common.face.faceworld_experts train attributes --init {_ATTR_3000} --degrade 0.5 "
+            "--steps 1500 --out pretrained/faceworld/faceworld_attributes.pt"
         ),
     )
 )
@@ -491,7 +503,7 @@ register(
         source="trained by paperlab on the face world (projects/hyperreenact, configs/faceworld.yaml)",
         licence=_FW_LICENCE,
         users=("hyperreenact", "app"),
-        sha256="aaef541eb914b0fedb74c588dbad8c8d075d470ca1c1b2c43f4469cb2c4db97b",
+        sha256="ad9b7e31f35efb72b5af48c6b453dc15f42c479389831941df98e18481edf9b2",
         description="HyperReenact hypernetwork over the face-world generator (float16, with its hyperparameters)",
         rebuild=(
             "python projects/hyperreenact/main.py fit --config projects/hyperreenact/configs/faceworld.yaml && "
@@ -509,7 +521,7 @@ register(
         source="trained by paperlab on the face world (projects/stylemask, configs/faceworld.yaml, seed 0)",
         licence=_FW_LICENCE,
         users=("stylemask", "app"),
-        sha256="403e26e750fbcdf737e8e3ece267b797c8d622be58b73ce929e9413bd643d060",
+        sha256="416e9d74f16cb0b2f71eb318eabecfaead0f40e827a155eff5bb7683617fc1ed",
         description="StyleMask mask networks over the face-world generator (with the mean latent and hyperparameters)",
         rebuild="python -m projects.stylemask.faceworld train --seed 0 --out pretrained/faceworld/faceworld_stylemask.pt",
     )

@@ -320,9 +320,10 @@ def estimate_landmarks(
     orthographic camera (every face aligned the same way), which ``FIXED_CAM`` reproduces exactly in image space,
     so the expert's regressed crop camera (whose translation must be right to ~0.005 for a pixel, and which the
     shipped expert predicts to ~0.05) is not used. The first crop is the fixed face-world box; each of ``refine``
-    further passes crops around the previous estimate. Differentiable in the images. The shipped expert on 200
-    held-out renders at 64 px: 0.73 px mean error with ``refine=1`` (0.79 px with ``refine=0``; through the
-    regressed crop camera it was 12.6 px).
+    further passes crops around the previous estimate. Differentiable in the images. The shipped expert on 300
+    held-out renders at 64 px: 0.55 px mean error with ``refine=1`` (``benchmarks/faceworld_expert_robustness.py``;
+    the 1200-step expert shipped earlier: 0.73 px, 0.79 px with ``refine=0``, 12.6 px through the regressed crop
+    camera).
     """
     from common.face.flame import orthographic_project, to_image_space
     from common.face.losses import FIXED_CAM
