@@ -31,7 +31,8 @@ def near(points: torch.Tensor, size: int, radius: float = 3.0) -> torch.Tensor:
 
 
 def masked_psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
-    """Mean over images of the PSNR (dB, range [-1, 1]) over the pixels of ``mask``."""
+    """Mean over images of the PSNR (dB, range [-1, 1]) over the pixels of ``mask``: per image, as the benchmark's
+    and e4e's PSNR (``faceworld_regions.py`` pools the squared error over all pairs instead)."""
     mse = ((a - b) ** 2 * mask).sum((1, 2, 3)) / (mask.sum((1, 2, 3)) * a.shape[1])
     return (10 * torch.log10(4 / mse)).mean().item()
 

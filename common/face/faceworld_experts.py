@@ -538,14 +538,9 @@ def train_attributes(
     """
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    if init is not None:
-        net = FaceWorldAttributes(init.width, init.hidden)
+    net = FaceWorldAttributes(init.width, init.hidden) if init is not None else FaceWorldAttributes()
+    if init is not None:  # a fresh module (trainable, train mode) holding the frozen one's weights
         net.load_state_dict(init.state_dict())
-        net.train()
-        for prm in net.parameters():
-            prm.requires_grad_(True)
-    else:
-        net = FaceWorldAttributes()
     aux = nn.Linear(net.hidden, 136) if landmark_weight > 0 else None
     params = [*net.parameters(), *(aux.parameters() if aux is not None else [])]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)

@@ -508,10 +508,9 @@ def train_faceworld_e4e(
             raise ValueError(f"train_faceworld_e4e: init fixes the architecture; got arch overrides {arch}")
         arch = {"units": tuple(init.units), "widths": tuple(init.widths), "block_width": init.block_width}
     encoder = build_faceworld_e4e(generator, **(arch or {}))
-    if init is not None:
+    if init is not None:  # a fresh (trainable) encoder holding the frozen one's weights
         encoder.load_state_dict(init.state_dict())
-        encoder.set_latent_avg(init.latent_avg.detach().clone())
-        _requires_grad(encoder, True)
+        encoder.set_latent_avg(init.latent_avg.clone())
     else:
         encoder.set_latent_avg(_latent_avg(generator, seed=recipe.seed))
     trainer = _Trainer(encoder, generator, identity, attributes, recipe, log)
