@@ -423,6 +423,9 @@ register(
 _FW_LICENCE = "MIT (paperlab; trained on the procedural face world, no third-party data)"
 # The attribute expert before its fine-tune on degraded renders: an intermediate of the rebuild commands.
 _ATTR_3000 = "runs/faceworld_experts/attributes_3000.pt"
+# It fine-tuned on degraded renders (shipped until 2026-12-08): the trunk the shipped expert's head reads, and the
+# expert the shipped e4e's landmark and expression terms were trained against.
+_ATTR_4500 = "runs/faceworld_experts/attributes_4500.pt"
 # The e4e of the default recipe, trained against it: the start of the shipped e4e's fine-tune.
 _E4E_4000 = "runs/faceworld_e4e/e4e_4000.pt"
 register(
@@ -471,9 +474,11 @@ register(
         rebuild=(
             f"python -m common.face.faceworld_experts train attributes --steps 3000 --out {_ATTR_3000} && "
             f"python -m common.stylegan2.faceworld_e4e train --attributes {_ATTR_3000} --out {_E4E_4000} && "
+            f"python -m common.face.faceworld_experts train attributes --init {_ATTR_3000} --degrade 0.5 "
+            f"--steps 1500 --out {_ATTR_4500} && "
             f"python -m common.stylegan2.faceworld_e4e train --init {_E4E_4000} --regression-steps 0 "
             "--finetune-steps 2000 --progressive-start none --landmark-lambda 0.3 --expression-lambda 2 "
-            "--out pretrained/faceworld/faceworld_e4e.pt"
+            f"--attributes {_ATTR_4500} --out pretrained/faceworld/faceworld_e4e.pt"
         ),
     )
 )
@@ -485,13 +490,16 @@ register(
         source="trained by paperlab on the face world (common/face/faceworld_experts.py)",
         licence=_FW_LICENCE,
         users=("stylemask", "hyperreenact"),
-        sha256="b42358b487c6979c3440885f1095ce8f4b56799f1c14488ce411f79f66733b82",
+        sha256="eac4cb5adcdcaef1d3527c518cb33e585571befa2770ad6a3cbdc010ffd8b59d",
         description="face-world attribute expert (DECA encoder's interface: geometry, expression, pose, camera; "
-        "float16): 3000 steps on clean renders, then 1500 on blurred and noisy ones",
+        "float16): 3000 steps on clean renders, 1500 on blurred and noisy ones, then a two-layer head (768 wide) "
+        "trained on the frozen trunk's maps of 384000 such renders",
         rebuild=(
             f"python -m common.face.faceworld_experts train attributes --steps 3000 --out {_ATTR_3000} && "
             f"python -m common.face.faceworld_experts train attributes --init {_ATTR_3000} --degrade 0.5 "
-            "--steps 1500 --out pretrained/faceworld/faceworld_attributes.pt"
+            f"--steps 1500 --out {_ATTR_4500} && "
+            f"python -m common.face.faceworld_experts train attributes --init {_ATTR_4500} --head-only --depth 2 "
+            "--hidden 768 --renders 384000 --epochs 8 --out pretrained/faceworld/faceworld_attributes.pt"
         ),
     )
 )

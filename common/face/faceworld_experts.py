@@ -20,7 +20,8 @@ Weights: ``faceworld_identity.pt`` and ``faceworld_attributes.pt`` under ``pretr
     python -m common.face.faceworld_experts evaluate          # held-out accuracy of both
 
 (the registry's ``rebuild`` gives the exact recipe of each shipped file: the attribute expert is fine-tuned on
-degraded renders, :func:`degrade`, so that it reads the generator's softer, noisier faces as it reads renders).
+degraded renders, :func:`degrade`, so that it reads the generator's softer, noisier faces as it reads renders, and
+then given a deeper head trained on its frozen trunk, :func:`train_attribute_head`, ``train attributes --head-only``).
 """
 
 from __future__ import annotations
@@ -163,13 +164,16 @@ class FaceWorldAttributes(_Frozen):
 
     input_size = INPUT_SIZE
 
-    def __init__(self, width: int = 24, hidden: int = 256) -> None:
+    def __init__(self, width: int = 24, hidden: int = 256, depth: int = 1) -> None:
         super().__init__()
-        self.width, self.hidden = width, hidden
+        if depth < 1:
+            raise ValueError(f"FaceWorldAttributes: depth (hidden layers of the head) must be >= 1, got {depth}")
+        self.width, self.hidden, self.depth = width, hidden, depth
         self.encoder = _trunk(width)
-        self.layers = nn.Sequential(
-            nn.Flatten(), nn.Linear(4 * width * 49, hidden), nn.ReLU(), nn.Linear(hidden, sum(_HEADS.values()))
-        )
+        head: list[nn.Module] = [nn.Flatten()]
+        for i in range(depth):
+            head += [nn.Linear(4 * width * 49 if i == 0 else hidden, hidden), nn.ReLU()]
+        self.layers = nn.Sequential(*head, nn.Linear(hidden, sum(_HEADS.values())))
 
     def features(self, x: Tensor) -> Tensor:
         _check_input(x, "FaceWorldAttributes")
@@ -321,9 +325,9 @@ def estimate_landmarks(
     so the expert's regressed crop camera (whose translation must be right to ~0.005 for a pixel, and which the
     shipped expert predicts to ~0.05) is not used. The first crop is the fixed face-world box; each of ``refine``
     further passes crops around the previous estimate. Differentiable in the images. The shipped expert on 300
-    held-out renders at 64 px: 0.55 px mean error with ``refine=1`` (``benchmarks/faceworld_expert_robustness.py``;
-    the 1200-step expert shipped earlier: 0.73 px, 0.79 px with ``refine=0``, 12.6 px through the regressed crop
-    camera).
+    held-out renders at 64 px: 0.36 px mean error with ``refine=1`` (``benchmarks/faceworld_expert_robustness.py``;
+    0.55 px before its head was retrained; the 1200-step expert shipped earlier: 0.73 px, 0.79 px with
+    ``refine=0``, 12.6 px through the regressed crop camera).
     """
     from common.face.flame import orthographic_project, to_image_space
     from common.face.losses import FIXED_CAM
@@ -505,17 +509,27 @@ def landmark_features(landmarks: Tensor) -> Tensor:
     return (centred / scale).flatten(1)
 
 
-def _attribute_loss(pred: dict[str, Tensor], batch: dict[str, Tensor], boxes: Tensor) -> dict[str, Tensor]:
-    """Regression terms; ``boxes [n,2,2]``: the corners of each input crop's box (its camera target)."""
+def _attribute_targets(batch: dict[str, Tensor], boxes: Tensor) -> dict[str, Tensor]:
+    """Each head's target in training units; ``boxes [n,2,2]``: the corners of each input crop's box (its camera)."""
     ident = batch["identity"]
-    cam = _cam_from_crop(boxes, batch["image"].shape[-1]) / _CAM_SCALE
     return {
-        "shape": F.smooth_l1_loss(pred["shape"], ident[:, : fw.SHAPE_DIM], beta=0.05),
-        "tex": F.smooth_l1_loss(pred["tex"], ident[:, fw.SHAPE_DIM :], beta=0.05),
-        "exp": F.smooth_l1_loss(pred["exp"], batch["expression"], beta=0.05),
-        "angles": F.smooth_l1_loss(pred["angles"], batch["pose"] / _ANGLE_SCALE, beta=0.05),
-        "cam": F.smooth_l1_loss(pred["cam"], cam, beta=0.05),
+        "shape": ident[:, : fw.SHAPE_DIM],
+        "tex": ident[:, fw.SHAPE_DIM :],
+        "exp": batch["expression"],
+        "angles": batch["pose"] / _ANGLE_SCALE,
+        "cam": _cam_from_crop(boxes, batch["image"].shape[-1]) / _CAM_SCALE,
     }
+
+
+def _attribute_loss(pred: dict[str, Tensor], batch: dict[str, Tensor], boxes: Tensor) -> dict[str, Tensor]:
+    """Regression terms (smooth L1 per head) against :func:`_attribute_targets`."""
+    targets = _attribute_targets(batch, boxes)
+    return {k: F.smooth_l1_loss(pred[k], targets[k], beta=0.05) for k in _HEADS}
+
+
+def _attribute_total(terms: dict[str, Tensor]) -> Tensor:
+    """The weighted sum of the regression terms that the attribute expert is trained on."""
+    return terms["shape"] + 0.5 * terms["tex"] + 2 * terms["exp"] + 2 * terms["angles"] + 0.5 * terms["cam"]
 
 
 def train_attributes(
@@ -538,7 +552,7 @@ def train_attributes(
     """
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    net = FaceWorldAttributes(init.width, init.hidden) if init is not None else FaceWorldAttributes()
+    net = FaceWorldAttributes(init.width, init.hidden, init.depth) if init is not None else FaceWorldAttributes()
     if init is not None:  # a fresh module (trainable, train mode) holding the frozen one's weights
         net.load_state_dict(init.state_dict())
     aux = nn.Linear(net.hidden, 136) if landmark_weight > 0 else None
@@ -556,7 +570,7 @@ def train_attributes(
         hidden = net.layers[:-1](net.features(inputs))
         pred = net.split_heads(net.layers[-1](hidden))
         terms = _attribute_loss(pred, batch, boxes)
-        loss = terms["shape"] + 0.5 * terms["tex"] + 2 * terms["exp"] + 2 * terms["angles"] + 0.5 * terms["cam"]
+        loss = _attribute_total(terms)
         if aux is not None:
             terms["landmarks"] = F.smooth_l1_loss(aux(hidden), landmark_features(batch["landmarks"]), beta=0.05)
             loss = loss + landmark_weight * terms["landmarks"]
@@ -567,6 +581,80 @@ def train_attributes(
         if step % log_every == 0 or step == steps - 1:
             parts = " ".join(f"{k} {v.item():.4f}" for k, v in terms.items())
             print(f"attributes step {step:5d} loss {loss.item():.4f} ({parts}) ({time.time() - t0:.0f} s)")
+    return net.freeze()
+
+
+@torch.no_grad()
+def cache_trunk_maps(
+    net: FaceWorldAttributes, renders: int, generator: torch.Generator, degrade_p: float = 0.5
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """``net``'s trunk maps of ``renders`` training crops drawn as :func:`train_attributes` draws them (degraded
+    with probability ``degrade_p``): ``([renders, C, 7, 7]`` float16, each head's target ``[renders, n]``)."""
+    n_train = len(fw.SPLITS["train"])
+    # filled in place: one float16 copy of the maps is the peak memory (a list then a concatenation held two)
+    x = torch.empty(renders, 4 * net.width, 7, 7, dtype=torch.float16)
+    y = {k: torch.empty(renders, n) for k, n in _HEADS.items()}
+    for start in range(0, renders, 96):
+        n = min(96, renders - start)
+        batch = _batch(fw.SPLITS["train"].start + torch.randint(0, n_train, (n,), generator=generator), generator)
+        if degrade_p > 0:
+            batch["image"] = degrade(batch["image"], generator, degrade_p)
+        inputs, boxes = _attribute_inputs(batch, generator)
+        x[start : start + n] = net.features(inputs)
+        for k, v in _attribute_targets(batch, boxes).items():
+            y[k][start : start + n] = v
+    return x, y
+
+
+def train_attribute_head(
+    init: FaceWorldAttributes,
+    depth: int = 2,
+    hidden: int = 512,
+    renders: int = 192_000,
+    epochs: int = 8,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    seed: int = 1,
+    degrade_p: float = 0.5,
+    log_every: int = 1,
+) -> FaceWorldAttributes:
+    """A new regression head of ``depth`` hidden layers of width ``hidden`` on ``init``'s frozen trunk.
+
+    The trunk's ``features`` map (what HyperReenact's pose encoder reads) stays bit-identical, so networks trained
+    on it keep working. ``renders`` training crops (drawn as :func:`train_attributes` draws them, degraded with
+    probability ``degrade_p``) pass the trunk once; their ``[96, 7, 7]`` maps are kept in float16 (``renders`` x
+    9.4 kB) and the head is trained on them for ``epochs`` passes with the same loss as the whole expert.
+    """
+    if renders < batch_size:
+        raise ValueError(f"train_attribute_head: renders ({renders}) must be at least batch_size ({batch_size})")
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    net = FaceWorldAttributes(init.width, hidden, depth)
+    net.encoder.load_state_dict(init.encoder.state_dict())
+    net.encoder.requires_grad_(False)
+    t0 = time.time()
+    x, y = cache_trunk_maps(init, renders, g, degrade_p)
+    print(f"attribute head: {renders} trunk maps cached ({time.time() - t0:.0f} s)", flush=True)
+    head = net.layers
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
+    per_epoch = renders // batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * per_epoch, pct_start=0.1)
+    for epoch in range(epochs):
+        perm = torch.randperm(renders, generator=g)
+        for i in range(per_epoch):
+            idx = perm[i * batch_size : (i + 1) * batch_size]
+            terms = {k: F.smooth_l1_loss(v, y[k][idx], beta=0.05) for k, v in net.raw(x[idx].float()).items()}
+            loss = _attribute_total(terms)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if epoch % log_every == 0 or epoch == epochs - 1:
+            parts = " ".join(f"{k} {v.item():.4f}" for k, v in terms.items())
+            print(
+                f"attribute head epoch {epoch:3d} loss {loss.item():.4f} ({parts}) ({time.time() - t0:.0f} s)",
+                flush=True,
+            )
     return net.freeze()
 
 
@@ -654,6 +742,15 @@ def main(argv: list[str] | None = None) -> None:
         "--degrade", type=float, default=None, help="attributes: probability of blur and of noise per render (0: off)"
     )
     tr.add_argument("--init", default=None, help="attributes: fine-tune this expert file instead of starting afresh")
+    tr.add_argument(
+        "--head-only",
+        action="store_true",
+        help="attributes, with --init: train a new head on the init's frozen trunk (its feature map is unchanged)",
+    )
+    tr.add_argument("--depth", type=int, default=None, help="--head-only: hidden layers of the new head (default 2)")
+    tr.add_argument("--hidden", type=int, default=None, help="--head-only: width of the new head (default 512)")
+    tr.add_argument("--renders", type=int, default=None, help="--head-only: training crops cached (default 192000)")
+    tr.add_argument("--epochs", type=int, default=None, help="--head-only: passes over them (default 8)")
     ev = sub.add_parser("evaluate", help="held-out accuracy of the registered (or given) experts")
     ev.add_argument("experts", nargs="*", metavar="{identity,attributes}", help="which experts (default: both)")
     ev.add_argument("--identity", default=None, help="identity expert file (default: the registry's)")
@@ -670,15 +767,28 @@ def main(argv: list[str] | None = None) -> None:
                 if args.expert != "attributes":
                     ap.error(f"--{flag} applies to the attribute expert only")
                 kw[key] = load_faceworld_attributes(args.init) if flag == "init" else getattr(args, flag)
+        head_opts = {
+            k: getattr(args, k) for k in ("depth", "hidden", "renders", "epochs") if getattr(args, k) is not None
+        }
+        if args.head_only:
+            if "init" not in kw:
+                ap.error("--head-only needs --init (the expert whose trunk is kept)")
+            if "landmark_weight" in kw or "steps" in kw:
+                ap.error(
+                    "--head-only trains --epochs passes over --renders crops: --steps / --landmark-weight do not apply"
+                )
+            kw.update(head_opts)
+        elif head_opts:
+            ap.error(f"--{'/--'.join(head_opts)} apply with --head-only only")
         if args.expert == "identity":
             net = _round_to_half_(train_identity(**kw))
             metrics = evaluate_identity(net)
             config = {"width": net.width, "dim": net.dim}
         else:
-            net = _round_to_half_(train_attributes(**kw))
+            net = _round_to_half_(train_attribute_head(**kw) if args.head_only else train_attributes(**kw))
             metrics = evaluate_attributes(net)
             metrics["fixed_box"] = evaluate_attributes(net, fixed_box=True)
-            config = {"width": net.width, "hidden": net.hidden}
+            config = {"width": net.width, "hidden": net.hidden, "depth": net.depth}
         _save(net, args.expert, config, args.out, metrics)
         print(f"saved {args.out}")
         print(f"held-out {args.expert} accuracy:\n{_format(metrics)}")

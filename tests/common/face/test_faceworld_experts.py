@@ -254,3 +254,58 @@ def test_fine_tuning_with_degradations_starts_from_the_given_expert(tmp_path):
         with pytest.raises(SystemExit):
             fe.main(["train", "identity", "--out", str(tmp_path / "x.pt"), *flag])
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_attribute_head_depth_keeps_the_one_layer_layout():
+    """``depth=1`` is the layout of the files shipped before ``depth`` existed; deeper heads add Linear+ReLU pairs."""
+    one = fe.FaceWorldAttributes(width=8, hidden=16)
+    assert [k for k in one.state_dict() if k.startswith("layers")] == [
+        "layers.1.weight", "layers.1.bias", "layers.3.weight", "layers.3.bias"
+    ]  # fmt: skip
+    two = fe.FaceWorldAttributes(width=8, hidden=16, depth=2)
+    shapes = {k: tuple(v.shape) for k, v in two.state_dict().items() if k.startswith("layers")}
+    n_out = sum(fe._HEADS.values())
+    assert shapes == {
+        "layers.1.weight": (16, 4 * 8 * 49), "layers.1.bias": (16,),
+        "layers.3.weight": (16, 16), "layers.3.bias": (16,),
+        "layers.5.weight": (n_out, 16), "layers.5.bias": (n_out,),
+    }  # fmt: skip
+    assert two(torch.rand(3, 3, 56, 56))["exp"].shape == (3, 8)
+    with pytest.raises(ValueError, match="depth"):
+        fe.FaceWorldAttributes(depth=0)
+
+
+def test_head_only_training_keeps_the_trunk_and_fits_the_head(tmp_path):
+    """The new head is trained (its loss on the training distribution falls below that of the same head untrained)
+    while the trunk's feature map stays bit-identical; the CLI saves ``depth`` so the file loads back."""
+    torch.manual_seed(0)
+    init = fe.FaceWorldAttributes(width=8, hidden=16).freeze()
+    kw = {"depth": 2, "hidden": 32, "renders": 384, "batch_size": 64, "seed": 3, "degrade_p": 0.0}
+    net = fe.train_attribute_head(init, epochs=30, lr=3e-3, log_every=100, **kw)
+    assert net.depth == 2 and not net.training
+    x = torch.rand(4, 3, 56, 56)
+    assert torch.equal(net.features(x), init.features(x))
+    torch.manual_seed(3)  # train_attribute_head seeds then builds the head: this is its starting point
+    untrained = fe.FaceWorldAttributes(init.width, 32, 2).freeze()
+    g = torch.Generator().manual_seed(3)
+    batch = fe._batch(
+        fe.fw.SPLITS["train"].start + torch.randint(0, len(fe.fw.SPLITS["train"]), (384,), generator=g), g
+    )
+    inputs, boxes = fe._attribute_inputs(batch, g)  # the cached crops, drawn again
+    fmap = init.features(inputs)
+
+    def loss(m):
+        return fe._attribute_total(fe._attribute_loss(m.raw(fmap), batch, boxes)).item()
+
+    assert loss(net) < 0.75 * loss(untrained)  # 0.65 measured; an untrained head gives 1.0
+    with pytest.raises(ValueError, match="renders"):
+        fe.train_attribute_head(init, renders=10, batch_size=64)
+
+    src = tmp_path / "init.pt"
+    fe._save(init, "attributes", {"width": 8, "hidden": 16}, src)  # a file from before `depth` existed
+    out = tmp_path / "head.pt"
+    for bad in (["--depth", "2"], ["--head-only"], ["--head-only", "--init", str(src), "--steps", "5"]):
+        with pytest.raises(SystemExit):
+            fe.main(["train", "attributes", "--out", str(out), *bad])
+    assert not out.exists()
+    assert fe.load_faceworld_attributes(src).depth == 1
