@@ -511,7 +511,7 @@ register(
         source="trained by paperlab on the face world (projects/hyperreenact, configs/faceworld.yaml)",
         licence=_FW_LICENCE,
         users=("hyperreenact", "app"),
-        sha256="ad9b7e31f35efb72b5af48c6b453dc15f42c479389831941df98e18481edf9b2",
+        sha256="88537b4c262a7c55b5697a1adccc71fb3f4c9c4bffc403982ec4b78f968eaf8a",
         description="HyperReenact hypernetwork over the face-world generator (float16, with its hyperparameters)",
         rebuild=(
             "python projects/hyperreenact/main.py fit --config projects/hyperreenact/configs/faceworld.yaml && "
@@ -529,7 +529,7 @@ register(
         source="trained by paperlab on the face world (projects/stylemask, configs/faceworld.yaml, seed 0)",
         licence=_FW_LICENCE,
         users=("stylemask", "app"),
-        sha256="416e9d74f16cb0b2f71eb318eabecfaead0f40e827a155eff5bb7683617fc1ed",
+        sha256="2e2df00c87d0081ecf3b311ed9f8d10361e4b2fe3b74ced7164de206d271b793",
         description="StyleMask mask networks over the face-world generator (with the mean latent and hyperparameters)",
         rebuild="python -m projects.stylemask.faceworld train --seed 0 --out pretrained/faceworld/faceworld_stylemask.pt",
     )
