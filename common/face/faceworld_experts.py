@@ -774,6 +774,8 @@ def main(argv: list[str] | None = None) -> None:
             k: getattr(args, k) for k in ("depth", "hidden", "renders", "epochs") if getattr(args, k) is not None
         }
         if args.head_only:
+            if args.expert != "attributes":
+                ap.error("--head-only applies to the attribute expert only")
             if "init" not in kw:
                 ap.error("--head-only needs --init (the expert whose trunk is kept)")
             if "landmark_weight" in kw or "steps" in kw:

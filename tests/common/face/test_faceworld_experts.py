@@ -307,5 +307,13 @@ def test_head_only_training_keeps_the_trunk_and_fits_the_head(tmp_path):
     for bad in (["--depth", "2"], ["--head-only"], ["--head-only", "--init", str(src), "--steps", "5"]):
         with pytest.raises(SystemExit):
             fe.main(["train", "attributes", "--out", str(out), *bad])
+    with pytest.raises(SystemExit):
+        fe.main(["train", "identity", "--out", str(out), "--head-only"])
     assert not out.exists()
-    assert fe.load_faceworld_attributes(src).depth == 1
+    old = fe.load_faceworld_attributes(src)
+    assert old.depth == 1
+    head = ["--head-only", "--depth", "2", "--hidden", "8", "--renders", "256", "--epochs", "1"]
+    fe.main(["train", "attributes", "--out", str(out), "--init", str(src), *head])
+    new = fe.load_faceworld_attributes(out)
+    assert (new.depth, new.hidden) == (2, 8) and torch.load(out)["config"]["depth"] == 2
+    assert torch.equal(new.features(x), old.features(x))
