@@ -10,10 +10,11 @@ head's R², then each probe's held-out and training R² per epoch, its time, and
     python benchmarks/faceworld_attribute_head_probe.py --attributes runs/faceworld_experts/attributes_4500.pt \\
         --renders 96000 --probes 256x1 512x2 1024x2 --epochs 6
 
-Measured 2026-12-08 with an exploratory version of this script (the same 96000 maps, other random draws of the
-probes' weights and batches; one core, the other busy, 96000 maps in 6.4 min): the expert's own head 0.845; probes
-256x1 0.867, 512x2 0.886, 1024x2 0.883 (training R² 0.90: overfitting); 512x2 on 192000 maps 0.895. What followed
-is in the README ("The expert's head was the bottleneck").
+Measured 2026-12-08 (the command above with ``--probes 256x1 512x2``; one core, the other busy; 96000 maps and
+2000 held-out renders in 9.6 min, peak memory 1.9 GB): the expert's own head 0.845; probes 256x1 0.869, 512x2
+0.884. An exploratory first version of this script on the same maps (other random draws of the probes) gave 0.867
+and 0.886, 1024x2 0.883 (training R² 0.90: overfitting), and 512x2 on 192000 maps 0.895. What followed is in the
+README ("The expert's head was the bottleneck").
 """
 
 from __future__ import annotations
