@@ -28,15 +28,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def probe(hidden: int, depth: int, in_dim: int, out_dim: int) -> nn.Sequential:
-    """An MLP of ``depth`` hidden ReLU layers of width ``hidden`` (``depth`` 0: linear)."""
-    layers: list[nn.Module] = [nn.Flatten()]
-    for i in range(depth):
-        layers += [nn.Linear(in_dim if i == 0 else hidden, hidden), nn.ReLU()]
-    layers.append(nn.Linear(hidden if depth else in_dim, out_dim))
-    return nn.Sequential(*layers)
-
-
 def fit_probe(
     net: nn.Module, x: Tensor, y: Tensor, test_x: Tensor, test_y: Tensor, epochs: int, lr: float = 1e-3, seed: int = 0
 ) -> list[dict[str, float]]:
@@ -71,7 +62,6 @@ def fit_probe(
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    from common.data import faceworld as fw
     from common.face import faceworld_experts as fe
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -92,12 +82,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     net = fe.load_faceworld_attributes(a.attributes)
     t0 = time.time()
     x, y = fe.cache_trunk_maps(net, a.renders, torch.Generator().manual_seed(a.seed))
-    g = torch.Generator().manual_seed(0)  # the held-out renders of evaluate_attributes
-    ids = torch.tensor(list(fw.SPLITS["test"])[: a.n_test])
     test_x, test_y = [], []
     with torch.no_grad():
-        for i in range(0, a.n_test, 200):
-            batch = fe._batch(ids[i : i + 200], g)
+        for batch in fe.held_out_batches(a.n_test):  # those evaluate_attributes scores on
             test_x.append(net.features(fe.attribute_crop(batch["image"], batch["landmarks"])).half())
             test_y.append(batch["expression"])
         tx, ty = torch.cat(test_x), torch.cat(test_y)
@@ -108,7 +95,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for width, depth in specs:
         torch.manual_seed(0)
         t1 = time.time()
-        history = fit_probe(probe(width, depth, x[0].numel(), y["exp"].shape[1]), x, y["exp"], tx, ty, a.epochs)
+        head = fe.mlp_head(x[0].numel(), width, depth, y["exp"].shape[1])
+        history = fit_probe(head, x, y["exp"], tx, ty, a.epochs)
         for epoch, h in enumerate(history):
             print(f"probe {width}x{depth} epoch {epoch}: held-out R² {h['test_r2']:.3f}, train R² {h['train_r2']:.3f}")
         print(f"probe {width}x{depth}: {time.time() - t1:.0f} s")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -95,6 +96,15 @@ def _trunk(width: int) -> nn.Sequential:
         _Block(2 * width, 4 * width, 2),
         _Block(4 * width, 4 * width, 2),
     )
+
+
+def mlp_head(in_dim: int, hidden: int, depth: int, out_dim: int) -> nn.Sequential:
+    """Flatten, then ``depth`` Linear+ReLU layers of width ``hidden``, then a Linear to ``out_dim`` (``depth`` 0: one
+    linear layer). Keys ``1, 3, ...``: the attribute expert's ``layers`` (depth 1 is the layout of its first files)."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    for i in range(depth):
+        layers += [nn.Linear(in_dim if i == 0 else hidden, hidden), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(hidden if depth else in_dim, out_dim))
 
 
 def _check_input(x: Tensor, who: str) -> None:
@@ -170,10 +180,7 @@ class FaceWorldAttributes(_Frozen):
             raise ValueError(f"FaceWorldAttributes: depth (hidden layers of the head) must be >= 1, got {depth}")
         self.width, self.hidden, self.depth = width, hidden, depth
         self.encoder = _trunk(width)
-        head: list[nn.Module] = [nn.Flatten()]
-        for i in range(depth):
-            head += [nn.Linear(4 * width * 49 if i == 0 else hidden, hidden), nn.ReLU()]
-        self.layers = nn.Sequential(*head, nn.Linear(hidden, sum(_HEADS.values())))
+        self.layers = mlp_head(4 * width * 49, hidden, depth, sum(_HEADS.values()))
 
     def features(self, x: Tensor) -> Tensor:
         _check_input(x, "FaceWorldAttributes")
@@ -521,10 +528,14 @@ def _attribute_targets(batch: dict[str, Tensor], boxes: Tensor) -> dict[str, Ten
     }
 
 
-def _attribute_loss(pred: dict[str, Tensor], batch: dict[str, Tensor], boxes: Tensor) -> dict[str, Tensor]:
-    """Regression terms (smooth L1 per head) against :func:`_attribute_targets`."""
-    targets = _attribute_targets(batch, boxes)
+def _regression_terms(pred: dict[str, Tensor], targets: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Smooth L1 of each head's output against its target (both in training units)."""
     return {k: F.smooth_l1_loss(pred[k], targets[k], beta=0.05) for k in _HEADS}
+
+
+def _attribute_loss(pred: dict[str, Tensor], batch: dict[str, Tensor], boxes: Tensor) -> dict[str, Tensor]:
+    """Regression terms against :func:`_attribute_targets` of a rendered batch."""
+    return _regression_terms(pred, _attribute_targets(batch, boxes))
 
 
 def _attribute_total(terms: dict[str, Tensor]) -> Tensor:
@@ -644,7 +655,7 @@ def train_attribute_head(
         perm = torch.randperm(renders, generator=g)
         for i in range(per_epoch):
             idx = perm[i * batch_size : (i + 1) * batch_size]
-            terms = {k: F.smooth_l1_loss(v, y[k][idx], beta=0.05) for k, v in net.raw(x[idx].float()).items()}
+            terms = _regression_terms(net.raw(x[idx].float()), {k: v[idx] for k, v in y.items()})
             loss = _attribute_total(terms)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -686,15 +697,21 @@ def r2_scores(pred: Tensor, truth: Tensor) -> Tensor:
     return 1 - ((pred - truth) ** 2).sum(0) / ((truth - truth.mean(0)) ** 2).sum(0)
 
 
+def held_out_batches(n: int = 1000, seed: int = 0, chunk: int = 200) -> Iterator[dict[str, Tensor]]:
+    """The attribute expert's held-out renders: the first ``n`` test-split identities at random pose and
+    expression drawn from ``seed``, as :func:`_batch` dicts of up to ``chunk``."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.tensor(list(fw.SPLITS["test"])[:n])
+    for i in range(0, n, chunk):
+        yield _batch(ids[i : i + chunk], g)
+
+
 @torch.no_grad()
 def evaluate_attributes(net: FaceWorldAttributes, n: int = 1000, seed: int = 0, fixed_box: bool = False) -> dict:
     """Held-out accuracy: mean absolute yaw/pitch/roll error (degrees), R^2 of every expression coefficient and their
     mean, R^2 of the geometry. Crops from the true landmarks (or the fixed face-world box with ``fixed_box``)."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.tensor(list(fw.SPLITS["test"])[:n])
     preds, truth = [], []
-    for i in range(0, n, 200):
-        batch = _batch(ids[i : i + 200], g)
+    for batch in held_out_batches(n, seed):
         out = net(attribute_crop(batch["image"], None if fixed_box else batch["landmarks"]))
         preds.append(out)
         truth.append(batch)

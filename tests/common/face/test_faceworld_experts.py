@@ -275,7 +275,7 @@ def test_attribute_head_depth_keeps_the_one_layer_layout():
         fe.FaceWorldAttributes(depth=0)
 
 
-def test_head_only_training_keeps_the_trunk_and_fits_the_head(tmp_path):
+def test_head_only_training_keeps_the_trunk_and_fits_the_head(tmp_path, capsys):
     """The new head is trained (its loss on the training distribution falls below that of the same head untrained)
     while the trunk's feature map stays bit-identical; the CLI saves ``depth`` so the file loads back."""
     torch.manual_seed(0)
@@ -309,6 +309,7 @@ def test_head_only_training_keeps_the_trunk_and_fits_the_head(tmp_path):
             fe.main(["train", "attributes", "--out", str(out), *bad])
     with pytest.raises(SystemExit):
         fe.main(["train", "identity", "--out", str(out), "--head-only"])
+    assert "--head-only applies to the attribute expert only" in capsys.readouterr().err
     assert not out.exists()
     old = fe.load_faceworld_attributes(src)
     assert old.depth == 1
